@@ -1,0 +1,1 @@
+"""Command line and local tooling (the embedded default) for assessment-refresh."""

@@ -1,0 +1,119 @@
+"""`assessment-refresh`: the one command line of the service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from shared.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def cmd_api(_args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from producer_api.app import create_app
+
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower())
+    return 0
+
+
+def cmd_consumer(_args: argparse.Namespace) -> int:
+    from consumer.main import run_consumer
+
+    run_consumer(_settings())
+    return 0
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    from shared.db import make_engine, migrate
+
+    migrate(make_engine(_settings().database_url))
+    print("schema is up to date")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from consumer.loader import LoadError, load_world, read_world
+    from shared.db import make_engine
+
+    try:
+        world = read_world(Path(args.file))
+        summary = load_world(make_engine(_settings().database_url), world, args.file)
+    except LoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print("nothing was imported", file=sys.stderr)
+        return 2
+    print(
+        f"loaded {args.file}: {summary.companies} companies, {summary.api_keys} API keys, "
+        f"{summary.questions_changed} questions added or changed, "
+        f"{summary.assessments_created} assessments created, {summary.assessments_kept} kept as they were"
+    )
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from shared.apikeys import add_key, generate_key, revoke_key
+    from shared.db import make_engine
+
+    engine = make_engine(_settings().database_url)
+    with engine.begin() as conn:
+        if args.keys_command == "create":
+            key = generate_key()
+            add_key(conn, args.company, key)
+            print(key)
+            print("store this key now: only its hash is kept", file=sys.stderr)
+            return 0
+        if revoke_key(conn, args.key):
+            print("revoked")
+            return 0
+    print("error: no such active key", file=sys.stderr)
+    return 1
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from assessment_refresh.dev import run_dev
+
+    return run_dev(Path(args.data_dir), api_port=args.port, kafka_port=args.kafka_port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="assessment-refresh", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("api", help="serve the REST API (uvicorn)").set_defaults(func=cmd_api)
+    sub.add_parser("consumer", help="run one consumer-group member").set_defaults(func=cmd_consumer)
+    sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
+    load = sub.add_parser("load", help="import companies, API keys, questions and assessments from JSON")
+    load.add_argument("file")
+    load.set_defaults(func=cmd_load)
+    keys = sub.add_parser("keys", help="create or revoke API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key for a company and print it once")
+    create.add_argument("--company", type=int, required=True)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("key")
+    keys.set_defaults(func=cmd_keys)
+    dev = sub.add_parser("dev", help="run everything locally: embedded PostgreSQL, Tansu, API, consumer, demo data")
+    dev.add_argument("--data-dir", default=".dev", help="where the embedded PostgreSQL keeps its data")
+    dev.add_argument("--port", type=int, default=8000, help="API port")
+    dev.add_argument("--kafka-port", type=int, default=0, help="broker port (default: a free one)")
+    dev.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The consumer group: refresh requests, question events, idempotency, DLQ, replay."""

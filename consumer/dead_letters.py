@@ -1,0 +1,48 @@
+"""Dead-letter topics: ``<topic>.dlq`` with the original record and why it failed.
+
+Header names follow Spring Kafka's DeadLetterPublishingRecoverer in spirit:
+original topic, partition, offset, the error's type and message, attempts.
+"""
+
+from __future__ import annotations
+
+from confluent_kafka import Message
+
+from consumer.handlers import Outgoing
+from shared.messages import Headers, header
+
+DLQ_SUFFIX = ".dlq"
+H_TOPIC = "dlq.original.topic"
+H_PARTITION = "dlq.original.partition"
+H_OFFSET = "dlq.original.offset"
+H_ERROR_TYPE = "dlq.error.type"
+H_ERROR_MESSAGE = "dlq.error.message"
+H_ATTEMPTS = "dlq.attempts"
+_OWN = {H_TOPIC, H_PARTITION, H_OFFSET, H_ERROR_TYPE, H_ERROR_MESSAGE, H_ATTEMPTS}
+
+
+def dlq_topic(topic: str) -> str:
+    return topic if topic.endswith(DLQ_SUFFIX) else topic + DLQ_SUFFIX
+
+
+def original_topic(msg: Message) -> str:
+    """Where a record really comes from: itself, or what its DLQ headers name."""
+    return header(msg.headers(), H_TOPIC) or msg.topic()
+
+
+def dead_letter(msg: Message, error: BaseException, attempts: int) -> Outgoing:
+    source = original_topic(msg)
+    kept: Headers = [(k, v) for k, v in (msg.headers() or []) if k not in _OWN]
+    # A record replayed from a DLQ keeps its first origin, so it goes back to
+    # the same DLQ and can be replayed again after the next fix.
+    origin_partition = header(msg.headers(), H_PARTITION) or str(msg.partition())
+    origin_offset = header(msg.headers(), H_OFFSET) or str(msg.offset())
+    kept += [
+        (H_TOPIC, source.encode()),
+        (H_PARTITION, origin_partition.encode()),
+        (H_OFFSET, origin_offset.encode()),
+        (H_ERROR_TYPE, type(error).__name__.encode()),
+        (H_ERROR_MESSAGE, str(error)[:1000].encode("utf-8", "replace")),
+        (H_ATTEMPTS, str(attempts).encode()),
+    ]
+    return Outgoing(dlq_topic(source), msg.key(), msg.value() or b"", kept)

@@ -1,0 +1,156 @@
+"""Message handlers: (message, engine) -> messages to publish.
+
+Each handler does its database work in one transaction, records the result in
+the inbox in that same transaction, and returns what must be published
+(reply, result events). The poll loop publishes them and only then stores the
+offset, so a crash anywhere re-runs the handler, which then finds the inbox
+row and re-publishes the stored result instead of refreshing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from consumer import inbox
+from consumer.bank import mark_deleted, upsert_questions
+from consumer.loader import parse_question
+from consumer.refresh_rules import RefreshPlan
+from consumer.refresh_store import AssessmentsNotOwned, lock_assessments, lock_by_oids, refresh_locked
+from shared.messages import (
+    CONTENT_TYPE_JSON,
+    HEADER_CONTENT_TYPE,
+    HEADER_CORRELATION_ID,
+    QUESTION_DELETED,
+    Headers,
+    QuestionEvent,
+    RefreshReply,
+    RefreshRequested,
+    encode,
+    refresh_event,
+)
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+class DuplicateInFlight(Exception):
+    """Another consumer recorded the same message id first; retrying finds its result."""
+
+
+def success_body(company_id: int, plans: Sequence[RefreshPlan]) -> dict[str, Any]:
+    details = [plan.report() for plan in sorted(plans, key=lambda p: p.oid)]
+    return {
+        "message": f"Successfully refreshed {len(details)} assessments",
+        "company_id": company_id,
+        "assessments_updated": len(details),
+        "details": details,
+    }
+
+
+def error_reply(request_id: str, status: int, message: str) -> RefreshReply:
+    return RefreshReply(request_id, status, {"error": message})
+
+
+def _events_for(plans: Sequence[RefreshPlan], company_of: dict[int, int], trigger: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        refresh_event(oid=p.oid, company_id=company_of[p.oid], trigger=trigger, detail=p.report())
+        for p in plans
+        if p.changed
+    ]
+
+
+class Handlers:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+
+    # -- outgoing messages -------------------------------------------------
+
+    def reply_message(self, reply_to: str | None, reply: RefreshReply) -> Outgoing:
+        return Outgoing(
+            reply_to or self.settings.reply_topic,
+            reply.request_id.encode(),
+            reply.to_json(),
+            [(HEADER_CORRELATION_ID, reply.request_id.encode()), (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())],
+        )
+
+    def _events(self, events: list[dict[str, Any]], correlation_id: str) -> list[Outgoing]:
+        return [
+            Outgoing(
+                self.settings.refresh_events_topic,
+                str(e["oid"]).encode(),
+                encode(e),
+                [(HEADER_CORRELATION_ID, correlation_id.encode()), (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())],
+            )
+            for e in events
+        ]
+
+    # -- refresh requested (REST) -----------------------------------------
+
+    def refresh_requested(
+        self, request: RefreshRequested, reply_to: str | None, *, replay: bool = False
+    ) -> list[Outgoing]:
+        """Refresh and answer. On replay, re-run the refresh (no stored-reply
+        shortcut) and publish result events, but send no reply: the caller is gone."""
+        with self.engine.begin() as conn:
+            stored = None if replay else inbox.find(conn, request.request_id)
+            if stored is None:
+                stored = self._refresh(conn, request)
+                if not inbox.record(conn, request.request_id, "refresh.request", request.company_id, stored, overwrite=replay):
+                    raise DuplicateInFlight(request.request_id)
+        out = self._events(stored.events, request.request_id)
+        if not replay:
+            out.append(self.reply_message(reply_to, RefreshReply(request.request_id, stored.status, stored.reply)))
+        return out
+
+    def _refresh(self, conn: Connection, request: RefreshRequested) -> inbox.StoredResult:
+        try:
+            locked = lock_assessments(conn, request.company_id, request.assessment_ids)
+        except AssessmentsNotOwned as exc:
+            return inbox.StoredResult(403, {"error": str(exc)}, [])
+        plans = refresh_locked(conn, locked)
+        trigger = {"type": "request", "request_id": request.request_id}
+        events = _events_for(plans, {oid: company for oid, company, _ in locked}, trigger)
+        return inbox.StoredResult(200, success_body(request.company_id, plans), events)
+
+    # -- question events (upstream bank) ------------------------------------
+
+    def question_event(self, event: QuestionEvent, *, replay: bool = False) -> list[Outgoing]:
+        with self.engine.begin() as conn:
+            stored = None if replay else inbox.find(conn, event.event_id)
+            if stored is None:
+                if event.type == QUESTION_DELETED:
+                    assert event.qid is not None
+                    stored = self._question_deleted(conn, event.event_id, event.qid)
+                else:
+                    upsert_questions(conn, [parse_question(event.question, f"event {event.event_id}")])
+                    stored = inbox.StoredResult(200, {"applied": event.type}, [])
+                if not inbox.record(conn, event.event_id, event.type, None, stored, overwrite=replay):
+                    raise DuplicateInFlight(event.event_id)
+        return self._events(stored.events, event.event_id)
+
+    def _question_deleted(self, conn: Connection, event_id: str, qid: int) -> inbox.StoredResult:
+        known = mark_deleted(conn, qid)
+        if not known:
+            return inbox.StoredResult(404, {"error": f"unknown question {qid}"}, [])
+        oids = list(
+            conn.execute(
+                text("SELECT DISTINCT oid FROM assessment_slots WHERE qid = :qid ORDER BY oid"), {"qid": qid}
+            ).scalars()
+        )
+        locked = lock_by_oids(conn, oids)
+        plans = refresh_locked(conn, locked)
+        trigger = {"type": QUESTION_DELETED, "event_id": event_id, "qid": qid}
+        events = _events_for(plans, {oid: company for oid, company, _ in locked}, trigger)
+        return inbox.StoredResult(200, {"assessments_refreshed": len(plans), "changed": len(events)}, events)
+

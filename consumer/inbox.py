@@ -1,0 +1,63 @@
+"""Idempotency: processed request and event ids, with what was answered and published.
+
+A redelivered message finds its row and re-sends the stored reply and events
+instead of doing the work again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    status: int
+    reply: dict[str, Any]
+    events: list[dict[str, Any]]
+
+
+def find(conn: Connection, message_id: str) -> StoredResult | None:
+    row = conn.execute(
+        text("SELECT status, reply, events FROM processed_messages WHERE message_id = :id"),
+        {"id": message_id},
+    ).first()
+    return None if row is None else StoredResult(row.status, row.reply, row.events)
+
+
+def record(
+    conn: Connection,
+    message_id: str,
+    kind: str,
+    company_id: int | None,
+    result: StoredResult,
+    *,
+    overwrite: bool = False,
+) -> bool:
+    """Store a result in the caller's transaction. False if the id was already
+    there (a concurrent duplicate won); with ``overwrite`` (replay), replace it."""
+    conflict = (
+        "DO UPDATE SET status = EXCLUDED.status, reply = EXCLUDED.reply, "
+        "events = EXCLUDED.events, processed_at = now()"
+        if overwrite
+        else "DO NOTHING"
+    )
+    inserted = conn.execute(
+        text(
+            "INSERT INTO processed_messages (message_id, kind, company_id, status, reply, events) "
+            "VALUES (:id, :kind, :company, :status, CAST(:reply AS jsonb), CAST(:events AS jsonb)) "
+            f"ON CONFLICT (message_id) {conflict} RETURNING message_id"
+        ),
+        {
+            "id": message_id,
+            "kind": kind,
+            "company": company_id,
+            "status": result.status,
+            "reply": json.dumps(result.reply),
+            "events": json.dumps(result.events),
+        },
+    ).first()
+    return inserted is not None

@@ -1,0 +1,153 @@
+"""The refresh rules (DESIGN.md sections 1-3), as pure functions over plain data.
+
+No I/O here: the store loads an assessment and the bank facts it needs, this
+module decides which slots change and how, and the store applies that plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+NO_ALTERNATIVE = "no active alternative with the same type, skill and difficulty"
+
+Kind = tuple[str, str, str]  # (type, skill, difficulty)
+
+
+@dataclass(frozen=True)
+class BankQuestion:
+    qid: int
+    company_id: int | None  # None: public
+    type: str
+    skill: str
+    difficulty: str
+    version: int
+    deleted: bool
+
+    @property
+    def kind(self) -> Kind:
+        return (self.type, self.skill, self.difficulty)
+
+    def visible_to(self, company_id: int) -> bool:
+        return self.company_id is None or self.company_id == company_id
+
+
+@dataclass(frozen=True)
+class Slot:
+    section_idx: int
+    question_idx: int
+    qid: int
+    snapshot_version: int
+
+
+@dataclass(frozen=True)
+class Assessment:
+    oid: int
+    company_id: int
+    name: str
+    slots: tuple[Slot, ...]  # in section, then question order
+
+
+@dataclass(frozen=True)
+class SlotUpdate:
+    """Give slot (section_idx, question_idx) the bank's current data of ``new_qid``."""
+
+    section_idx: int
+    question_idx: int
+    old_qid: int
+    new_qid: int
+
+
+@dataclass
+class RefreshPlan:
+    oid: int
+    name: str
+    total_questions: int
+    updates: list[SlotUpdate] = field(default_factory=list)
+    refreshed_qids: list[int] = field(default_factory=list)
+    replacements: list[dict[str, int]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.updates)
+
+    def report(self) -> dict[str, Any]:
+        """The assessment's entry in the REST response's ``details``."""
+        return {
+            "oid": self.oid,
+            "name": self.name,
+            "total_questions": self.total_questions,
+            "questions_refreshed": len(self.refreshed_qids),
+            "refreshed_qids": self.refreshed_qids,
+            "deleted_questions_replaced": len(self.replacements),
+            "replacements": self.replacements,
+            "deleted_questions_not_replaced": len(self.failures),
+            "replacement_failures": self.failures,
+            "status": "updated" if self.changed else "unchanged",
+        }
+
+
+def candidate_rank(oid: int, old_qid: int, qid: int) -> bytes:
+    """A stable, well-spread order of candidates: the same inputs always give the
+    same replacement (replays agree), and different assessments get different ones."""
+    return hashlib.blake2b(f"{oid}:{old_qid}:{qid}".encode(), digest_size=8).digest()
+
+
+def plan_refresh(
+    assessment: Assessment,
+    bank: Mapping[int, BankQuestion],
+    candidates: Mapping[Kind, Iterable[BankQuestion]],
+) -> RefreshPlan:
+    """Decide the refresh of one assessment.
+
+    ``bank`` holds every question the assessment's slots reference;
+    ``candidates`` holds, per kind, the active bank questions that could replace
+    a deleted question of that kind (visibility is checked here again).
+    """
+    plan = RefreshPlan(assessment.oid, assessment.name, len(assessment.slots))
+    used = {slot.qid for slot in assessment.slots}
+    for slot in assessment.slots:
+        question = bank[slot.qid]
+        if not question.deleted:
+            if question.version != slot.snapshot_version:
+                plan.updates.append(SlotUpdate(slot.section_idx, slot.question_idx, slot.qid, slot.qid))
+                plan.refreshed_qids.append(slot.qid)
+            continue
+        replacement = _pick_replacement(assessment, slot.qid, question, candidates, used)
+        if replacement is None:
+            plan.failures.append(
+                {
+                    "qid": slot.qid,
+                    "section_idx": slot.section_idx,
+                    "question_idx": slot.question_idx,
+                    "reason": NO_ALTERNATIVE,
+                }
+            )
+            continue
+        used.add(replacement)
+        plan.updates.append(SlotUpdate(slot.section_idx, slot.question_idx, slot.qid, replacement))
+        plan.replacements.append({"old_qid": slot.qid, "new_qid": replacement})
+    return plan
+
+
+def _pick_replacement(
+    assessment: Assessment,
+    old_qid: int,
+    deleted: BankQuestion,
+    candidates: Mapping[Kind, Iterable[BankQuestion]],
+    used: set[int],
+) -> int | None:
+    valid = [
+        c.qid
+        for c in candidates.get(deleted.kind, ())
+        if not c.deleted
+        and c.kind == deleted.kind
+        and c.visible_to(assessment.company_id)
+        and c.qid not in used
+    ]
+    if not valid:
+        return None
+    return min(valid, key=lambda qid: candidate_rank(assessment.oid, old_qid, qid))

@@ -1,0 +1,204 @@
+"""The poll loop: consume, handle, publish, and only then store the offset.
+
+At-least-once: an offset is stored after the handler's transaction committed
+and everything it returned was delivered by the broker. Transient failures
+(database or broker unreachable, deadlocks) are retried with backoff, forever,
+without moving on; anything else is retried a few times and then dead-lettered,
+and a REST caller still gets an error reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from sqlalchemy import Engine
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
+from consumer import faults
+from consumer.dead_letters import dead_letter, original_topic
+from consumer.handlers import DuplicateInFlight, Handlers, Outgoing, error_reply
+from consumer.refresh_store import ConcurrentBankChange
+from shared.kafka import consumer_config, producer_config
+from shared.messages import (
+    HEADER_CORRELATION_ID,
+    HEADER_REPLY_TO,
+    MessageError,
+    QuestionEvent,
+    RefreshRequested,
+    header,
+)
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 3
+TRANSIENT = (OperationalError, InterfaceError, DisconnectionError, ConcurrentBankChange, DuplicateInFlight)
+
+
+class Stopping(Exception):
+    """Raised out of a back-off wait when the worker is asked to stop."""
+
+
+def backoff(attempt: int) -> float:
+    return min(5.0, 0.05 * 2**attempt)
+
+
+@dataclass
+class Stats:
+    processed: int = 0
+    dead_lettered: int = 0
+    retries: int = 0
+
+
+class Worker:
+    """One consumer-group member. ``replay`` re-runs handlers without the
+    stored-result shortcut and sends no replies (see consumer.replay)."""
+
+    def __init__(self, settings: Settings, engine: Engine, *, replay: bool = False) -> None:
+        self.settings = settings
+        self.handlers = Handlers(engine, settings)
+        self.replay = replay
+        self.stats = Stats()
+        self.stopping = threading.Event()
+        self.producer = Producer(producer_config(settings, **{"message.timeout.ms": 10000}))
+
+    # -- one record --------------------------------------------------------
+
+    def handle(self, msg: Message) -> list[Outgoing]:
+        """What to publish for one record, after retries; never raises but on stop."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._dispatch(msg)
+            except MessageError as exc:
+                return self._give_up(msg, exc, attempt)
+            except TRANSIENT as exc:
+                self.stats.retries += 1
+                log.warning("transient failure on %s [%d] @%d, retrying: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+                self._sleep(backoff(attempt))
+                attempt = 0  # transient failures never count towards dead-lettering
+            except Exception as exc:  # noqa: BLE001 - anything else: retry, then dead-letter
+                log.exception("failure on %s [%d] @%d (attempt %d)", msg.topic(), msg.partition(), msg.offset(), attempt)
+                if attempt >= MAX_ATTEMPTS:
+                    return self._give_up(msg, exc, attempt)
+                self._sleep(backoff(attempt))
+
+    def _dispatch(self, msg: Message) -> list[Outgoing]:
+        err = msg.error()
+        if err is not None:
+            raise KafkaException(err)
+        topic = original_topic(msg)
+        if topic == self.settings.request_topic:
+            request = RefreshRequested.from_json(msg.value())
+            out = self.handlers.refresh_requested(request, header(msg.headers(), HEADER_REPLY_TO), replay=self.replay)
+        elif topic == self.settings.question_events_topic:
+            out = self.handlers.question_event(QuestionEvent.from_json(msg.value()), replay=self.replay)
+        else:
+            raise MessageError(f"no handler for topic {topic}")
+        faults.crash_point("after_db_commit")
+        return out
+
+    def _give_up(self, msg: Message, exc: Exception, attempts: int) -> list[Outgoing]:
+        self.stats.dead_lettered += 1
+        log.error("dead-lettering %s [%d] @%d after %d attempt(s): %s", msg.topic(), msg.partition(), msg.offset(), attempts, exc)
+        out = [dead_letter(msg, exc, attempts)]
+        correlation_id = header(msg.headers(), HEADER_CORRELATION_ID)
+        if original_topic(msg) == self.settings.request_topic and correlation_id and not self.replay:
+            reason = f"Error refreshing assessment data: {exc}"
+            reply = error_reply(correlation_id, 500, reason)
+            out.append(self.handlers.reply_message(header(msg.headers(), HEADER_REPLY_TO), reply))
+        return out
+
+    def _sleep(self, seconds: float) -> None:
+        """Back off; a stop request ends the wait and the unfinished batch."""
+        if self.stopping.wait(seconds):
+            raise Stopping
+
+    # -- publishing --------------------------------------------------------
+
+    def publish(self, outgoing: list[Outgoing]) -> None:
+        """Deliver every message or keep trying (broker down is transient)."""
+        pending = list(outgoing)
+        while pending:
+            failed: list[Outgoing] = []
+
+            def on_delivery(err: KafkaError | None, _msg: Message, item: Outgoing) -> None:
+                if err is not None:
+                    failed.append(item)
+
+            for item in pending:
+                self._produce(item, lambda err, m, item=item: on_delivery(err, m, item))
+            self.producer.flush()
+            if failed:
+                log.warning("%d message(s) not delivered, retrying", len(failed))
+                self._sleep(1.0)
+            pending = failed
+
+    def _produce(self, item: Outgoing, callback: Callable[[KafkaError | None, Message], None]) -> None:
+        while True:
+            try:
+                self.producer.produce(item.topic, item.value, item.key, headers=item.headers, on_delivery=callback)
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    # -- the loop ----------------------------------------------------------
+
+    def run(self, consumer: Consumer, batch_size: int = 100) -> None:
+        try:
+            while not self.stopping.is_set():
+                batch = consumer.consume(num_messages=batch_size, timeout=0.5)
+                records = [m for m in batch if not _is_noise(m)]
+                if not records:
+                    continue
+                outgoing = [out for msg in records for out in self.handle(msg)]
+                self.publish(outgoing)
+                for msg in records:
+                    consumer.store_offsets(message=msg)
+                self.stats.processed += len(records)
+        except Stopping:
+            log.info("stopped with an unfinished batch; its offsets were not stored")
+        finally:
+            self.producer.flush(5)
+
+
+def _is_noise(msg: Message) -> bool:
+    err = msg.error()
+    if err is None:
+        return False
+    if err.code() != KafkaError._PARTITION_EOF:
+        log.warning("consumer error: %s", err)
+    return True
+
+
+def live_consumer(settings: Settings) -> Consumer:
+    """The group member that reads requests and question events."""
+    consumer = Consumer(
+        consumer_config(
+            settings,
+            settings.consumer_group,
+            **{
+                "enable.auto.commit": True,
+                "auto.commit.interval.ms": 1000,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+            },
+        )
+    )
+
+    def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
+        # Commit what is finished before another member takes the partitions.
+        try:
+            c.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit on revoke failed: %s", exc)
+
+    consumer.subscribe([settings.request_topic, settings.question_events_topic], on_revoke=on_revoke)
+    return consumer

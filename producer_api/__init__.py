@@ -1,0 +1,1 @@
+"""The REST API: authenticates, validates, publishes refresh requests, awaits replies."""

@@ -1,0 +1,178 @@
+"""The Starlette app: POST /assessments/refresh-assessments, answered over Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from producer_api.publisher import BrokerUnavailable, RequestPublisher
+from producer_api.replies import ReplyWaiter
+from producer_api.validation import BadRequest, parse_assessment_ids
+from shared.apikeys import company_for_key
+from shared.db import make_engine
+from shared.messages import (
+    CONTENT_TYPE_JSON,
+    HEADER_CONTENT_TYPE,
+    HEADER_CORRELATION_ID,
+    HEADER_REPLY_TO,
+    MessageError,
+    RefreshReply,
+    RefreshRequested,
+    new_id,
+)
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the lifespan starts and the endpoints use (``request.state.services``)."""
+
+    settings: Settings
+    engine: Engine
+    publisher: RequestPublisher
+    waiter: ReplyWaiter
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def refresh_assessments(request: Request) -> JSONResponse:
+    services: Services = request.state.services
+    settings = services.settings
+    key = request.headers.get("apikey") or request.headers.get("x-api-key")
+    if not key:
+        return error(401, "Invalid or missing API key")
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+    except BodyTooLarge:
+        return error(413, f"Request body exceeds {settings.max_body_bytes} bytes")
+    try:
+        company_id = await run_in_threadpool(_company_for_key, services.engine, key)
+    except SQLAlchemyError:
+        log.exception("API key lookup failed")
+        return error(503, "Database unavailable, try again later")
+    if company_id is None:
+        return error(401, "Invalid or missing API key")
+    try:
+        ids = parse_assessment_ids(body, settings.max_assessment_ids)
+    except BadRequest as exc:
+        return error(400, str(exc))
+    return await call_consumer(services, RefreshRequested(new_id(), company_id, ids))
+
+
+def _company_for_key(engine: Engine, key: str) -> int | None:
+    with engine.connect() as conn:
+        return company_for_key(conn, key)
+
+
+async def call_consumer(services: Services, command: RefreshRequested) -> JSONResponse:
+    """Publish the request and await its reply on this process's reply reader."""
+    settings, waiter = services.settings, services.waiter
+    request_id = command.request_id
+    if not waiter.ready.is_set():
+        return error(503, "Message broker unavailable: reply channel not ready", request_id=request_id)
+    reply_future = waiter.expect(request_id)  # before publishing: no reply can be missed
+    try:
+        await services.publisher.publish(
+            settings.request_topic,
+            str(command.company_id).encode(),
+            command.to_json(),
+            [
+                (HEADER_CORRELATION_ID, request_id.encode()),
+                (HEADER_REPLY_TO, settings.reply_topic.encode()),
+                (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode()),
+            ],
+        )
+        value = await asyncio.wait_for(reply_future, settings.reply_timeout_s)
+    except BrokerUnavailable as exc:
+        log.warning("request %s not delivered: %s", request_id, exc)
+        return error(503, "Message broker unavailable, request not sent", request_id=request_id)
+    except TimeoutError:
+        return error(504, "Timed out waiting for the refresh result", request_id=request_id)
+    finally:
+        waiter.forget(request_id)
+    try:
+        reply = RefreshReply.from_json(value)
+    except MessageError as exc:
+        return error(502, f"Malformed reply from the consumer: {exc}", request_id=request_id)
+    return JSONResponse(reply.body, status_code=reply.status, headers={"X-Request-Id": request_id})
+
+
+async def healthz(_request: Request) -> JSONResponse:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when the reply reader is positioned and the database answers."""
+    services: Services = request.state.services
+    checks = {"reply_consumer_assigned": services.waiter.ready.is_set()}
+    try:
+        await run_in_threadpool(_ping, services.engine)
+        checks["database"] = True
+    except SQLAlchemyError:
+        checks["database"] = False
+    return JSONResponse({"ready": all(checks.values()), **checks}, status_code=200 if all(checks.values()) else 503)
+
+
+def _ping(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        loop = asyncio.get_running_loop()
+        engine = make_engine(settings.database_url, pool_size=10, max_overflow=10)
+        waiter = ReplyWaiter(settings, loop)
+        waiter.start()
+        publisher = RequestPublisher(settings, loop)
+        try:
+            yield {"services": Services(settings, engine, publisher, waiter)}
+        finally:
+            publisher.close()
+            waiter.stop()
+            engine.dispose()
+
+    return Starlette(
+        routes=[
+            Route("/assessments/refresh-assessments", refresh_assessments, methods=["POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,72 @@
+"""Publishes refresh requests and reports each delivery to an asyncio future.
+
+confluent-kafka's Producer with a poll thread (its AIOProducer batches for up to
+a second and rejects headers): delivery callbacks run on that thread and hand
+their result to the event loop with call_soon_threadsafe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from shared.kafka import producer_config
+from shared.messages import Headers
+from shared.settings import Settings
+
+
+class BrokerUnavailable(Exception):
+    """The request could not be handed to the broker in time."""
+
+
+class RequestPublisher:
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        timeout_ms = int(settings.broker_timeout_s * 1000)
+        self._producer = Producer(
+            producer_config(
+                settings,
+                **{
+                    # Give up on a request the broker cannot take within the
+                    # timeout: the caller gets 503, never a hang.
+                    "message.timeout.ms": timeout_ms,
+                    "socket.connection.setup.timeout.ms": max(1000, timeout_ms),
+                    "linger.ms": 0,
+                },
+            )
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="request-publisher", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.1)
+
+    def close(self) -> None:
+        self._producer.flush(2)
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
+        delivered: asyncio.Future[None] = self.loop.create_future()
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            self.loop.call_soon_threadsafe(_settle, delivered, err)
+
+        try:
+            self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
+        except (BufferError, KafkaException) as exc:
+            raise BrokerUnavailable(str(exc)) from exc
+        await delivered
+
+
+def _settle(future: asyncio.Future[None], err: KafkaError | None) -> None:
+    if future.done():
+        return
+    if err is None:
+        future.set_result(None)
+    else:
+        future.set_exception(BrokerUnavailable(err.str()))

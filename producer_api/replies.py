@@ -1,0 +1,113 @@
+"""The reply side of request/reply: one reader of the reply topic per API process.
+
+Every API process reads every partition of the reply topic with ``assign()``
+(no consumer group, so no rebalance pauses and no replica can steal another's
+replies) and keeps the replies whose correlation id it waits for; the others
+belong to other replicas, or to callers that gave up, and are dropped.
+
+A reply can never arrive before its waiter listens: the reader is positioned at
+the high watermarks read at start-up, so it sees every reply written after it
+started, and a caller registers its future before its request is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import uuid
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from shared.kafka import consumer_config, ensure_topics
+from shared.messages import HEADER_CORRELATION_ID, header
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ReplyWaiter:
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self.settings = settings
+        self.loop = loop
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._waiting: dict[str, asyncio.Future[bytes]] = {}  # touched only on the loop
+        self._consumer = Consumer(
+            consumer_config(
+                settings,
+                # assign() needs no group; librdkafka still wants an id.
+                f"{settings.consumer_group}-api-{uuid.uuid4()}",
+                **{"enable.auto.commit": False, "auto.offset.reset": "latest"},
+            )
+        )
+        self._thread = threading.Thread(target=self._run, name="reply-waiter", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._consumer.close()
+
+    # -- on the event loop -------------------------------------------------
+
+    def expect(self, request_id: str) -> asyncio.Future[bytes]:
+        future: asyncio.Future[bytes] = self.loop.create_future()
+        self._waiting[request_id] = future
+        return future
+
+    def forget(self, request_id: str) -> None:
+        self._waiting.pop(request_id, None)
+
+    @property
+    def awaited(self) -> int:
+        return len(self._waiting)
+
+    def _resolve(self, request_id: str, value: bytes) -> None:
+        future = self._waiting.pop(request_id, None)
+        if future is not None and not future.done():
+            future.set_result(value)
+        # else: another replica's reply, or a late one for a caller that got 504.
+
+    # -- on the reader thread ----------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and not self._position_at_end():
+            self._stop.wait(1.0)
+        while not self._stop.is_set():
+            msg = self._consumer.poll(0.2)
+            if msg is not None:
+                self._dispatch(msg)
+
+    def _position_at_end(self) -> bool:
+        topic = self.settings.reply_topic
+        try:
+            ensure_topics(self.settings, [self.settings.request_topic, topic])
+            metadata = self._consumer.list_topics(topic, timeout=5).topics[topic]
+            if metadata.error is not None:
+                raise KafkaException(metadata.error)
+            positions = []
+            for partition in sorted(metadata.partitions):
+                _low, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5)
+                positions.append(TopicPartition(topic, partition, high))
+        except KafkaException as exc:
+            log.warning("reply topic %s not reachable yet: %s", topic, exc)
+            return False
+        self._consumer.assign(positions)
+        self.ready.set()
+        log.info("reading replies on %s from %s", topic, [(p.partition, p.offset) for p in positions])
+        return True
+
+    def _dispatch(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("reply reader: %s", err)
+            return
+        request_id = header(msg.headers(), HEADER_CORRELATION_ID)
+        if request_id is None and msg.key() is not None:
+            request_id = msg.key().decode("utf-8", "replace")
+        if request_id:
+            self.loop.call_soon_threadsafe(self._resolve, request_id, msg.value() or b"")

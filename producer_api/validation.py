@@ -1,0 +1,34 @@
+"""Request body rules of POST /assessments/refresh-assessments (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+import json
+
+class BadRequest(ValueError):
+    """A 400 with this message as the error."""
+
+
+def parse_assessment_ids(body: bytes, max_ids: int) -> list[int] | None:
+    """The requested ids without duplicates, in first-seen order; None means all.
+
+    An empty body, ``{}``, a missing, null or empty ``assessment_ids`` all mean
+    "every assessment of the company". Unknown fields are ignored.
+    """
+    if not body.strip():
+        return None
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):  # bad UTF-8 or JSON, or absurd nesting/number size
+        raise BadRequest("Request body must be a JSON object") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("Request body must be a JSON object")
+    ids = payload.get("assessment_ids")
+    if ids is None:
+        return None
+    if not isinstance(ids, list):
+        raise BadRequest("assessment_ids must be a list")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise BadRequest("assessment_ids must be a list of integers")
+    if len(ids) > max_ids:
+        raise BadRequest(f"assessment_ids may hold at most {max_ids} ids")
+    return list(dict.fromkeys(ids)) or None

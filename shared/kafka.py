@@ -1,0 +1,60 @@
+"""Kafka client factories: one place for the librdkafka settings and why they are set."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        # Request/reply is latency-bound: send at once, no Nagle delay.
+        "linger.ms": 1,
+        "socket.nagle.disable": True,
+        # acks=all + idempotence: a retried send is never written twice.
+        "acks": "all",
+        "enable.idempotence": True,
+        **overrides,
+    }
+
+
+def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "group.id": group_id,
+        "socket.nagle.disable": True,
+        "fetch.wait.max.ms": settings.kafka_fetch_wait_max_ms,
+        "session.timeout.ms": settings.kafka_session_timeout_ms,
+        "heartbeat.interval.ms": max(500, settings.kafka_session_timeout_ms // 4),
+        **overrides,
+    }
+
+
+def ensure_topics(settings: Settings, topics: list[str], partitions: int | None = None) -> None:
+    """Create the topics that are missing; existing ones are left alone."""
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [t for t in dict.fromkeys(topics) if t not in existing]
+    if not missing:
+        return
+    count = partitions or settings.topic_partitions
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=count, replication_factor=-1) for t in missing],
+        operation_timeout=10,
+    )
+    for topic, future in futures.items():
+        try:
+            future.result()
+            log.info("created topic %s with %d partitions", topic, count)
+        except KafkaException as exc:
+            # Another process created it between our list and create: fine.
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise

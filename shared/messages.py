@@ -1,0 +1,176 @@
+"""The wire contract: message payloads, header names and their JSON encoding.
+
+Every value is UTF-8 JSON with a ``schema_version``. Header names follow
+FastStream (``correlation_id``, ``reply_to``, ``content-type``) so that other
+tools can talk to this service.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+HEADER_CORRELATION_ID = "correlation_id"
+HEADER_REPLY_TO = "reply_to"
+HEADER_CONTENT_TYPE = "content-type"
+CONTENT_TYPE_JSON = "application/json"
+
+Headers = list[tuple[str, bytes]]
+
+
+class MessageError(ValueError):
+    """A message that cannot be decoded or does not follow the contract."""
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def decode_object(value: bytes | None) -> dict[str, Any]:
+    """Parse a message value into a JSON object of a schema version we know."""
+    if value is None:
+        raise MessageError("message has no value")
+    try:
+        payload = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError(f"value is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise MessageError("value is not a JSON object")
+    if payload.get("schema_version") != SCHEMA_VERSION:
+        raise MessageError(f"unsupported schema_version {payload.get('schema_version')!r}")
+    return payload
+
+
+def header(headers: Headers | None, name: str) -> str | None:
+    for key, value in headers or ():
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace")
+    return None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(payload: dict[str, Any], name: str, check: Any, what: str) -> Any:
+    value = payload.get(name)
+    if not check(value):
+        raise MessageError(f"{name} must be {what}")
+    return value
+
+
+@dataclass(frozen=True)
+class RefreshRequested:
+    """Command: refresh these assessments of a company (None: all of them)."""
+
+    request_id: str
+    company_id: int
+    assessment_ids: list[int] | None
+    requested_at: str = field(default_factory=utc_now_iso)
+
+    def to_json(self) -> bytes:
+        return encode({"schema_version": SCHEMA_VERSION, **asdict(self)})
+
+    @classmethod
+    def from_json(cls, value: bytes | None) -> RefreshRequested:
+        payload = decode_object(value)
+        ids = payload.get("assessment_ids")
+        if ids is not None and not (isinstance(ids, list) and all(_is_int(i) for i in ids)):
+            raise MessageError("assessment_ids must be null or a list of integers")
+        return cls(
+            request_id=_require(payload, "request_id", lambda v: isinstance(v, str) and v, "a string"),
+            company_id=_require(payload, "company_id", _is_int, "an integer"),
+            assessment_ids=ids,
+            requested_at=str(payload.get("requested_at", "")),
+        )
+
+
+@dataclass(frozen=True)
+class RefreshReply:
+    """The answer to a RefreshRequested: an HTTP status and body for the caller."""
+
+    request_id: str
+    status: int
+    body: dict[str, Any]
+
+    def to_json(self) -> bytes:
+        return encode({"schema_version": SCHEMA_VERSION, **asdict(self)})
+
+    @classmethod
+    def from_json(cls, value: bytes | None) -> RefreshReply:
+        payload = decode_object(value)
+        return cls(
+            request_id=_require(payload, "request_id", lambda v: isinstance(v, str), "a string"),
+            status=_require(payload, "status", _is_int, "an integer"),
+            body=_require(payload, "body", lambda v: isinstance(v, dict), "an object"),
+        )
+
+
+QUESTION_DELETED = "question.deleted"
+QUESTION_UPSERTED = "question.upserted"
+
+
+@dataclass(frozen=True)
+class QuestionEvent:
+    """Upstream bank event: ``question.deleted`` (qid) or ``question.upserted`` (question)."""
+
+    event_id: str
+    type: str
+    occurred_at: str
+    qid: int | None = None
+    question: dict[str, Any] | None = None
+
+    def to_json(self) -> bytes:
+        payload: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": self.event_id,
+            "type": self.type,
+            "occurred_at": self.occurred_at,
+        }
+        if self.type == QUESTION_DELETED:
+            payload["qid"] = self.qid
+        else:
+            payload["question"] = self.question
+        return encode(payload)
+
+    @classmethod
+    def from_json(cls, value: bytes | None) -> QuestionEvent:
+        payload = decode_object(value)
+        event_id = _require(payload, "event_id", lambda v: isinstance(v, str) and v, "a string")
+        kind = payload.get("type")
+        occurred_at = str(payload.get("occurred_at", ""))
+        if kind == QUESTION_DELETED:
+            return cls(event_id, kind, occurred_at, qid=_require(payload, "qid", _is_int, "an integer"))
+        if kind == QUESTION_UPSERTED:
+            question = _require(payload, "question", lambda v: isinstance(v, dict), "an object")
+            return cls(event_id, kind, occurred_at, question=question)
+        raise MessageError(f"unknown event type {kind!r}")
+
+
+def refresh_event(
+    *, oid: int, company_id: int, trigger: dict[str, Any], detail: dict[str, Any]
+) -> dict[str, Any]:
+    """An ``assessment.refresh.events`` payload: one changed assessment."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": new_id(),
+        "type": "assessment.refreshed",
+        "oid": oid,
+        "company_id": company_id,
+        "trigger": trigger,
+        "occurred_at": utc_now_iso(),
+        "detail": detail,
+    }

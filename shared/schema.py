@@ -1,0 +1,118 @@
+"""Database tables (SQLAlchemy Core). Alembic migrations create them; see shared/migrations."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+companies = Table(
+    "companies",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),
+    Column("name", Text, nullable=False),
+)
+
+# Only a SHA-256 of each key is stored: keys are random 32-byte secrets, so a
+# fast hash is enough (as for GitHub tokens) and lets us look a key up by index.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column("company_id", BigInteger, ForeignKey("companies.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+questions = Table(
+    "questions",
+    metadata,
+    Column("qid", BigInteger, primary_key=True, autoincrement=False),
+    # NULL: a public bank question; otherwise private to that company.
+    Column("company_id", BigInteger, ForeignKey("companies.id")),
+    Column("type", Text, nullable=False),
+    Column("skill", Text, nullable=False),
+    Column("difficulty", Text, nullable=False),
+    Column("content", JSONB, nullable=False),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("deleted", Boolean, nullable=False, server_default="false"),
+    Column("deleted_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+# Candidate look-up for replacements: active questions of one kind.
+Index(
+    "ix_questions_kind_active",
+    questions.c.type,
+    questions.c.skill,
+    questions.c.difficulty,
+    postgresql_where=~questions.c.deleted,
+)
+
+assessments = Table(
+    "assessments",
+    metadata,
+    Column("oid", BigInteger, primary_key=True, autoincrement=False),
+    Column("company_id", BigInteger, ForeignKey("companies.id"), nullable=False, index=True),
+    Column("name", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("refreshed_at", DateTime(timezone=True)),
+)
+
+sections = Table(
+    "assessment_sections",
+    metadata,
+    Column("oid", BigInteger, ForeignKey("assessments.oid", ondelete="CASCADE"), primary_key=True),
+    Column("section_idx", SmallInteger, primary_key=True),
+    Column("name", Text, nullable=False),
+)
+
+slots = Table(
+    "assessment_slots",
+    metadata,
+    Column("oid", BigInteger, primary_key=True),
+    Column("section_idx", SmallInteger, primary_key=True),
+    Column("question_idx", SmallInteger, primary_key=True),
+    Column("qid", BigInteger, ForeignKey("questions.qid"), nullable=False, index=True),
+    # The question's data as it was when this slot last took it from the bank.
+    Column("snapshot", JSONB, nullable=False),
+    Column("snapshot_version", Integer, nullable=False),
+    ForeignKeyConstraint(
+        ["oid", "section_idx"],
+        ["assessment_sections.oid", "assessment_sections.section_idx"],
+        ondelete="CASCADE",
+    ),
+    # A question appears at most once in an assessment: a double replacement
+    # cannot be committed even if the code above it were wrong.
+    UniqueConstraint("oid", "qid", name="uq_slot_question_once", deferrable=True, initially="DEFERRED"),
+)
+
+# Idempotency: one row per processed request id or event id, holding the reply
+# (and the result events) so that a redelivery re-sends instead of redoing.
+processed_messages = Table(
+    "processed_messages",
+    metadata,
+    Column("message_id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("company_id", BigInteger),
+    Column("status", SmallInteger, nullable=False),
+    Column("reply", JSONB, nullable=False),
+    Column("events", JSONB, nullable=False, server_default="[]"),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -1,0 +1,56 @@
+"""Configuration, read once from environment variables (see README, "Configuration")."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    request_topic: str = "assessment.refresh.requests"
+    reply_topic: str = "assessment.refresh.replies"
+    question_events_topic: str = "question.events"
+    refresh_events_topic: str = "assessment.refresh.events"
+    consumer_group: str = "assessment-refresh"
+    topic_partitions: int = 6
+    # How long the API waits for a reply before answering 504.
+    reply_timeout_s: float = 30.0
+    # How long the API lets the producer try to deliver a request before 503.
+    broker_timeout_s: float = 2.5
+    max_body_bytes: int = 64 * 1024
+    max_assessment_ids: int = 1000
+    # Tansu pauses a join for about session.timeout.ms / 2 (DESIGN.md section 7).
+    kafka_session_timeout_ms: int = 6000
+    # Latency vs. broker cost: Tansu answers an empty fetch after this wait.
+    kafka_fetch_wait_max_ms: int = 10
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        """Each field ``foo_bar`` is read from ``FOO_BAR``; overrides win."""
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = os.environ.get(field.name.upper())
+            if raw is not None:
+                convert = {"int": int, "float": float}.get(str(field.type), str)
+                values[field.name] = convert(raw)
+        values.update(overrides)
+        return cls(**values).with_driver()  # type: ignore[arg-type]
+
+    def with_driver(self) -> Settings:
+        """Accept plain ``postgresql://`` URLs (libpq style) and use psycopg2."""
+        url = self.database_url
+        if url.startswith("postgres://"):
+            url = "postgresql://" + url[len("postgres://") :]
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg2://" + url[len("postgresql://") :]
+        return Settings(**{**self.__dict__, "database_url": url})
