@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 class BadRequest(ValueError):
     """A 400 with this message as the error."""
 
@@ -17,7 +20,7 @@ def parse_assessment_ids(body: bytes, max_ids: int) -> list[int] | None:
     if not body.strip():
         return None
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_int=_parse_int)
     except (ValueError, RecursionError):  # bad UTF-8 or JSON, or absurd nesting/number size
         raise BadRequest("Request body must be a JSON object") from None
     if not isinstance(payload, dict):
@@ -31,4 +34,11 @@ def parse_assessment_ids(body: bytes, max_ids: int) -> list[int] | None:
         raise BadRequest("assessment_ids must be a list of integers")
     if len(ids) > max_ids:
         raise BadRequest(f"assessment_ids may hold at most {max_ids} ids")
+    if any(not INT64_MIN <= i <= INT64_MAX for i in ids):
+        raise BadRequest("assessment_ids must be 64-bit integers")
     return list(dict.fromkeys(ids)) or None
+
+
+def _parse_int(digits: str) -> int:
+    # Python refuses to convert more than 4300 digits; any id that long is out of range anyway.
+    return int(digits) if len(digits) <= 40 else INT64_MAX + 1

@@ -45,11 +45,12 @@ def decode_object(value: bytes | None) -> dict[str, Any]:
         raise MessageError("message has no value")
     try:
         payload = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError(f"value is not UTF-8 JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, absurd numbers or nesting
+        raise MessageError(f"value is not UTF-8 JSON: {str(exc)[:200]}") from exc
     if not isinstance(payload, dict):
         raise MessageError("value is not a JSON object")
-    if payload.get("schema_version") != SCHEMA_VERSION:
+    version = payload.get("schema_version")
+    if not _is_int(version) or version != SCHEMA_VERSION:
         raise MessageError(f"unsupported schema_version {payload.get('schema_version')!r}")
     return payload
 

@@ -126,6 +126,13 @@ def test_deleted_question_replacement_respects_rule(extra, allowed):
         assert (update.section_idx, update.question_idx, update.old_qid) == (1, 1, 150)
 
 
+def test_candidates_filed_under_the_wrong_kind_are_still_rejected():
+    deleted = q(150, deleted=True)
+    wrong = q(201, kind=("mcq", "python", "hard"))  # a store bug files it under PY
+    p = plan_refresh(assessment([[(150, 1)]]), {150: deleted}, {PY: [wrong]})
+    assert p.replacements == [] and [f["qid"] for f in p.failures] == [150]
+
+
 def test_no_alternative_reason_text_is_the_documented_one():
     assert NO_ALTERNATIVE == "no active alternative with the same type, skill and difficulty"
 
