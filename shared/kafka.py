@@ -13,9 +13,14 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
+# librdkafka's own log lines go through Python logging (not raw stderr).
+KAFKA_LOG = logging.getLogger("librdkafka")
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "logger": KAFKA_LOG,
         # Request/reply is latency-bound: send at once, no Nagle delay.
         "linger.ms": 1,
         "socket.nagle.disable": True,
@@ -30,6 +35,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     return {
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "group.id": group_id,
+        "logger": KAFKA_LOG,
         "socket.nagle.disable": True,
         "fetch.wait.max.ms": settings.kafka_fetch_wait_max_ms,
         "session.timeout.ms": settings.kafka_session_timeout_ms,
