@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.settings import Settings
@@ -77,6 +78,39 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 1
 
 
+def _timestamp(value: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _partition_offset(value: str) -> tuple[int, int]:
+    partition, sep, offset = value.partition(":")
+    if not sep or not partition.isdigit() or not offset.isdigit():
+        raise argparse.ArgumentTypeError(f"expected PARTITION:OFFSET, got {value!r}")
+    return int(partition), int(offset)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from consumer.replay import StartPoint, run_replay
+    from shared.db import make_engine
+
+    settings = _settings()
+    if args.from_offset:
+        start = StartPoint(partition=args.from_offset[0], offset=args.from_offset[1])
+    elif args.from_time:
+        start = StartPoint(since=args.from_time)
+    else:
+        start = StartPoint(beginning=True)
+    summary = run_replay(
+        settings, make_engine(settings.database_url), args.topic, start,
+        until=args.to_time, group_id=args.group, dry_run=args.dry_run, quiet=args.quiet,
+    )
+    return 1 if summary.dead_lettered else 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from assessment_refresh.dev import run_dev
 
@@ -99,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys_sub.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key")
     keys.set_defaults(func=cmd_keys)
+    replay = sub.add_parser("replay", help="re-read a topic and reprocess it through the same handlers")
+    replay.add_argument("--topic", required=True, help="e.g. question.events, assessment.refresh.requests or a .dlq topic")
+    where = replay.add_mutually_exclusive_group(required=True)
+    where.add_argument("--from-beginning", action="store_true")
+    where.add_argument("--from-offset", type=_partition_offset, metavar="PARTITION:OFFSET")
+    where.add_argument("--from-time", type=_timestamp, metavar="ISO8601")
+    replay.add_argument("--to-time", type=_timestamp, metavar="ISO8601", help="skip records after this time")
+    replay.add_argument("--group", help="consumer group for the replay (default: a new one)")
+    replay.add_argument("--dry-run", action="store_true", help="print what would be read per partition, then stop")
+    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    replay.set_defaults(func=cmd_replay)
     dev = sub.add_parser("dev", help="run everything locally: embedded PostgreSQL, Tansu, API, consumer, demo data")
     dev.add_argument("--data-dir", default=".dev", help="where the embedded PostgreSQL keeps its data")
     dev.add_argument("--port", type=int, default=8000, help="API port")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -26,9 +28,10 @@ class QuestionData:
 # brings the question back.
 _UPSERT_QUESTIONS = text(
     """
-    INSERT INTO questions AS q (qid, company_id, type, skill, difficulty, content, deleted, deleted_at)
+    INSERT INTO questions AS q
+        (qid, company_id, type, skill, difficulty, content, deleted, deleted_at, event_time)
     SELECT v.qid, v.company_id, v.type, v.skill, v.difficulty, v.content, v.deleted,
-           CASE WHEN v.deleted THEN now() END
+           CASE WHEN v.deleted THEN now() END, CAST(:event_time AS timestamptz)
     FROM unnest(CAST(:qids AS bigint[]), CAST(:company_ids AS bigint[]), CAST(:types AS text[]),
                 CAST(:skills AS text[]), CAST(:difficulties AS text[]), CAST(:contents AS jsonb[]),
                 CAST(:deleted AS boolean[]))
@@ -42,17 +45,24 @@ _UPSERT_QUESTIONS = text(
         version = q.version + CASE WHEN q.content IS DISTINCT FROM EXCLUDED.content THEN 1 ELSE 0 END,
         deleted = EXCLUDED.deleted,
         deleted_at = CASE WHEN NOT EXCLUDED.deleted THEN NULL ELSE coalesce(q.deleted_at, now()) END,
-        updated_at = now()
-    WHERE q.content IS DISTINCT FROM EXCLUDED.content
-       OR q.deleted IS DISTINCT FROM EXCLUDED.deleted
-       OR (q.company_id, q.type, q.skill, q.difficulty)
-          IS DISTINCT FROM (EXCLUDED.company_id, EXCLUDED.type, EXCLUDED.skill, EXCLUDED.difficulty)
+        updated_at = now(),
+        event_time = greatest(q.event_time, EXCLUDED.event_time)
+    WHERE (q.content IS DISTINCT FROM EXCLUDED.content
+           OR q.deleted IS DISTINCT FROM EXCLUDED.deleted
+           OR (q.company_id, q.type, q.skill, q.difficulty)
+              IS DISTINCT FROM (EXCLUDED.company_id, EXCLUDED.type, EXCLUDED.skill, EXCLUDED.difficulty))
+      -- an event older than what the question reflects (a replay) changes nothing
+      AND (q.event_time IS NULL OR EXCLUDED.event_time IS NULL OR EXCLUDED.event_time >= q.event_time)
     """
 )
 
 
-def upsert_questions(conn: Connection, questions: Sequence[QuestionData]) -> int:
-    """Insert or update questions in one statement; returns how many rows changed."""
+def upsert_questions(
+    conn: Connection, questions: Sequence[QuestionData], event_time: datetime | None = None
+) -> int:
+    """Insert or update questions in one statement; returns how many rows changed.
+
+    ``event_time`` is the upstream event's occurred_at (None for file loads)."""
     if not questions:
         return 0
     result = conn.execute(
@@ -65,18 +75,32 @@ def upsert_questions(conn: Connection, questions: Sequence[QuestionData]) -> int
             "difficulties": [q.difficulty for q in questions],
             "contents": [json.dumps(q.content) for q in questions],
             "deleted": [q.deleted for q in questions],
+            "event_time": event_time,
         },
     )
     return result.rowcount
 
 
-def mark_deleted(conn: Connection, qid: int) -> bool:
-    """Mark a question deleted. False when it does not exist (it may already be deleted)."""
-    row = conn.execute(
+class Deletion(Enum):
+    APPLIED = "applied"  # marked deleted now, or it already was
+    UNKNOWN = "unknown"  # no such question in the bank
+    STALE = "stale"  # the question reflects a newer event (a replayed old deletion)
+
+
+def mark_deleted(conn: Connection, qid: int, event_time: datetime | None = None) -> Deletion:
+    """Mark a question deleted (idempotent), unless a newer event already shaped it."""
+    current = conn.execute(
+        text("SELECT event_time FROM questions WHERE qid = :qid FOR UPDATE"), {"qid": qid}
+    ).first()
+    if current is None:
+        return Deletion.UNKNOWN
+    if event_time is not None and current.event_time is not None and event_time < current.event_time:
+        return Deletion.STALE
+    conn.execute(
         text(
             "UPDATE questions SET deleted = true, deleted_at = coalesce(deleted_at, now()), "
-            "updated_at = now() WHERE qid = :qid RETURNING qid"
+            "updated_at = now(), event_time = greatest(event_time, CAST(:t AS timestamptz)) WHERE qid = :qid"
         ),
-        {"qid": qid},
-    ).first()
-    return row is not None
+        {"qid": qid, "t": event_time},
+    )
+    return Deletion.APPLIED

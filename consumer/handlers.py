@@ -9,14 +9,16 @@ row and re-publishes the stored result instead of refreshing twice.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
 from consumer import inbox
-from consumer.bank import mark_deleted, upsert_questions
+from consumer.bank import Deletion, mark_deleted, upsert_questions
 from consumer.loader import parse_question
 from consumer.refresh_rules import RefreshPlan
 from consumer.refresh_store import AssessmentsNotOwned, lock_assessments, lock_by_oids, refresh_locked
@@ -30,9 +32,12 @@ from shared.messages import (
     RefreshReply,
     RefreshRequested,
     encode,
+    parse_timestamp,
     refresh_event,
 )
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,20 +134,27 @@ class Handlers:
         with self.engine.begin() as conn:
             stored = None if replay else inbox.find(conn, event.event_id)
             if stored is None:
+                occurred_at = parse_timestamp(event.occurred_at)
                 if event.type == QUESTION_DELETED:
                     assert event.qid is not None
-                    stored = self._question_deleted(conn, event.event_id, event.qid)
+                    stored = self._question_deleted(conn, event.event_id, event.qid, occurred_at)
                 else:
-                    upsert_questions(conn, [parse_question(event.question, f"event {event.event_id}")])
-                    stored = inbox.StoredResult(200, {"applied": event.type}, [])
+                    question = parse_question(event.question, f"event {event.event_id}")
+                    changed = upsert_questions(conn, [question], occurred_at)
+                    stored = inbox.StoredResult(200, {"applied": event.type, "changed": changed}, [])
                 if not inbox.record(conn, event.event_id, event.type, None, stored, overwrite=replay):
                     raise DuplicateInFlight(event.event_id)
         return self._events(stored.events, event.event_id)
 
-    def _question_deleted(self, conn: Connection, event_id: str, qid: int) -> inbox.StoredResult:
-        known = mark_deleted(conn, qid)
-        if not known:
+    def _question_deleted(
+        self, conn: Connection, event_id: str, qid: int, occurred_at: datetime
+    ) -> inbox.StoredResult:
+        outcome = mark_deleted(conn, qid, occurred_at)
+        if outcome is Deletion.UNKNOWN:
+            log.warning("question.deleted %s names unknown question %d: nothing to do", event_id, qid)
             return inbox.StoredResult(404, {"error": f"unknown question {qid}"}, [])
+        if outcome is Deletion.STALE:
+            return inbox.StoredResult(409, {"error": f"question {qid} reflects a newer event"}, [])
         oids = list(
             conn.execute(
                 text("SELECT DISTINCT oid FROM assessment_slots WHERE qid = :qid ORDER BY oid"), {"qid": qid}

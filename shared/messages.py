@@ -124,6 +124,19 @@ QUESTION_DELETED = "question.deleted"
 QUESTION_UPSERTED = "question.upserted"
 
 
+def _is_timestamp(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return datetime.fromisoformat(value).tzinfo is not None
+    except ValueError:
+        return False
+
+
+def parse_timestamp(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
 @dataclass(frozen=True)
 class QuestionEvent:
     """Upstream bank event: ``question.deleted`` (qid) or ``question.upserted`` (question)."""
@@ -152,13 +165,13 @@ class QuestionEvent:
         payload = decode_object(value)
         event_id = _require(payload, "event_id", lambda v: isinstance(v, str) and v, "a string")
         kind = payload.get("type")
-        occurred_at = str(payload.get("occurred_at", ""))
+        if kind not in (QUESTION_DELETED, QUESTION_UPSERTED):
+            raise MessageError(f"unknown event type {kind!r}")
+        occurred_at = _require(payload, "occurred_at", _is_timestamp, "an ISO 8601 timestamp with a time zone")
         if kind == QUESTION_DELETED:
             return cls(event_id, kind, occurred_at, qid=_require(payload, "qid", _is_int, "an integer"))
-        if kind == QUESTION_UPSERTED:
-            question = _require(payload, "question", lambda v: isinstance(v, dict), "an object")
-            return cls(event_id, kind, occurred_at, question=question)
-        raise MessageError(f"unknown event type {kind!r}")
+        question = _require(payload, "question", lambda v: isinstance(v, dict), "an object")
+        return cls(event_id, kind, occurred_at, question=question)
 
 
 def refresh_event(

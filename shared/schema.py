@@ -55,6 +55,8 @@ questions = Table(
     Column("deleted", Boolean, nullable=False, server_default="false"),
     Column("deleted_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # occurred_at of the newest upstream event applied; older events are skipped.
+    Column("event_time", DateTime(timezone=True)),
 )
 # Candidate look-up for replacements: active questions of one kind.
 Index(

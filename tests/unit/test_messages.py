@@ -79,7 +79,7 @@ GOOD = {
     RefreshRequested: {"schema_version": 1, "request_id": "r", "company_id": 7, "assessment_ids": [1]},
     RefreshReply: {"schema_version": 1, "request_id": "r", "status": 200, "body": {}},
     QuestionEvent: {"schema_version": 1, "event_id": "e", "type": "question.deleted", "qid": 1,
-                    "occurred_at": "t"},
+                    "occurred_at": "2026-11-28T10:00:00Z"},
 }
 
 
@@ -175,6 +175,12 @@ def _mutate(cls, **changes):
 def test_invalid_fields_rejected(cls, changes):
     with pytest.raises(MessageError):
         cls.from_json(_mutate(cls, **changes))
+
+
+@pytest.mark.parametrize("occurred_at", [None, "t", "2026-11-28T10:00:00", 5], ids=["missing", "text", "no-zone", "number"])
+def test_event_time_must_be_an_iso_timestamp_with_zone(occurred_at):
+    with pytest.raises(MessageError, match="occurred_at"):
+        QuestionEvent.from_json(_mutate(QuestionEvent, occurred_at=occurred_at))
 
 
 def test_unknown_event_type_names_the_type():
