@@ -48,6 +48,14 @@ class Outgoing:
     headers: Headers
 
 
+@dataclass(frozen=True)
+class Handled:
+    """What to publish for one record, and the inbox row to mark published after."""
+
+    outgoing: list[Outgoing]
+    inbox_id: str | None = None
+
+
 class DuplicateInFlight(Exception):
     """Another consumer recorded the same message id first; retrying finds its result."""
 
@@ -104,7 +112,7 @@ class Handlers:
 
     def refresh_requested(
         self, request: RefreshRequested, reply_to: str | None, *, replay: bool = False
-    ) -> list[Outgoing]:
+    ) -> Handled:
         """Refresh and answer. On replay, re-run the refresh (no stored-reply
         shortcut) and publish result events, but send no reply: the caller is gone."""
         with self.engine.begin() as conn:
@@ -113,10 +121,12 @@ class Handlers:
                 stored = self._refresh(conn, request)
                 if not inbox.record(conn, request.request_id, "refresh.request", request.company_id, stored, overwrite=replay):
                     raise DuplicateInFlight(request.request_id)
-        out = self._events(stored.events, request.request_id)
+        # The reply is always (re)sent: a caller may still wait for it. Events only
+        # until they are known to be delivered, so downstream sees each once.
+        out = [] if stored.published else self._events(stored.events, request.request_id)
         if not replay:
             out.append(self.reply_message(reply_to, RefreshReply(request.request_id, stored.status, stored.reply)))
-        return out
+        return Handled(out, request.request_id)
 
     def _refresh(self, conn: Connection, request: RefreshRequested) -> inbox.StoredResult:
         try:
@@ -130,7 +140,7 @@ class Handlers:
 
     # -- question events (upstream bank) ------------------------------------
 
-    def question_event(self, event: QuestionEvent, *, replay: bool = False) -> list[Outgoing]:
+    def question_event(self, event: QuestionEvent, *, replay: bool = False) -> Handled:
         with self.engine.begin() as conn:
             stored = None if replay else inbox.find(conn, event.event_id)
             if stored is None:
@@ -144,7 +154,7 @@ class Handlers:
                     stored = inbox.StoredResult(200, {"applied": event.type, "changed": changed}, [])
                 if not inbox.record(conn, event.event_id, event.type, None, stored, overwrite=replay):
                     raise DuplicateInFlight(event.event_id)
-        return self._events(stored.events, event.event_id)
+        return Handled([] if stored.published else self._events(stored.events, event.event_id), event.event_id)
 
     def _question_deleted(
         self, conn: Connection, event_id: str, qid: int, occurred_at: datetime

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 
 @dataclass(frozen=True)
@@ -18,14 +18,15 @@ class StoredResult:
     status: int
     reply: dict[str, Any]
     events: list[dict[str, Any]]
+    published: bool = False
 
 
 def find(conn: Connection, message_id: str) -> StoredResult | None:
     row = conn.execute(
-        text("SELECT status, reply, events FROM processed_messages WHERE message_id = :id"),
+        text("SELECT status, reply, events, published FROM processed_messages WHERE message_id = :id"),
         {"id": message_id},
     ).first()
-    return None if row is None else StoredResult(row.status, row.reply, row.events)
+    return None if row is None else StoredResult(row.status, row.reply, row.events, row.published)
 
 
 def record(
@@ -41,7 +42,7 @@ def record(
     there (a concurrent duplicate won); with ``overwrite`` (replay), replace it."""
     conflict = (
         "DO UPDATE SET status = EXCLUDED.status, reply = EXCLUDED.reply, "
-        "events = EXCLUDED.events, processed_at = now()"
+        "events = EXCLUDED.events, published = false, processed_at = now()"
         if overwrite
         else "DO NOTHING"
     )
@@ -61,3 +62,13 @@ def record(
         },
     ).first()
     return inserted is not None
+
+
+def mark_published(engine: Engine, message_ids: list[str]) -> None:
+    """After delivery: a redelivery of these need not publish their events again."""
+    if message_ids:
+        with engine.begin() as conn:
+            conn.execute(
+                text("UPDATE processed_messages SET published = true WHERE message_id = ANY(:ids) AND NOT published"),
+                {"ids": message_ids},
+            )

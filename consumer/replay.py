@@ -168,7 +168,7 @@ def _replay(
                 else:
                     records.append(msg)
             before = worker.stats.dead_lettered
-            worker.publish([out for msg in records for out in worker.handle(msg)])
+            worker.handle_batch(records)
             summary.reprocessed += len(records)
             summary.dead_lettered += worker.stats.dead_lettered - before
             if next_offsets:

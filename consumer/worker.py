@@ -21,7 +21,8 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from consumer import faults
 from consumer.dead_letters import dead_letter, original_topic
-from consumer.handlers import DuplicateInFlight, Handlers, Outgoing, error_reply
+from consumer.handlers import DuplicateInFlight, Handled, Handlers, Outgoing, error_reply
+from consumer.inbox import mark_published
 from consumer.refresh_store import ConcurrentBankChange
 from shared.kafka import consumer_config, producer_config
 from shared.messages import (
@@ -69,7 +70,7 @@ class Worker:
 
     # -- one record --------------------------------------------------------
 
-    def handle(self, msg: Message) -> list[Outgoing]:
+    def handle(self, msg: Message) -> Handled:
         """What to publish for one record, after retries; never raises but on stop."""
         attempt = 0
         while True:
@@ -89,22 +90,22 @@ class Worker:
                     return self._give_up(msg, exc, attempt)
                 self._sleep(backoff(attempt))
 
-    def _dispatch(self, msg: Message) -> list[Outgoing]:
+    def _dispatch(self, msg: Message) -> Handled:
         err = msg.error()
         if err is not None:
             raise KafkaException(err)
         topic = original_topic(msg)
         if topic == self.settings.request_topic:
             request = RefreshRequested.from_json(msg.value())
-            out = self.handlers.refresh_requested(request, header(msg.headers(), HEADER_REPLY_TO), replay=self.replay)
+            handled = self.handlers.refresh_requested(request, header(msg.headers(), HEADER_REPLY_TO), replay=self.replay)
         elif topic == self.settings.question_events_topic:
-            out = self.handlers.question_event(QuestionEvent.from_json(msg.value()), replay=self.replay)
+            handled = self.handlers.question_event(QuestionEvent.from_json(msg.value()), replay=self.replay)
         else:
             raise MessageError(f"no handler for topic {topic}")
         faults.crash_point("after_db_commit")
-        return out
+        return handled
 
-    def _give_up(self, msg: Message, exc: Exception, attempts: int) -> list[Outgoing]:
+    def _give_up(self, msg: Message, exc: Exception, attempts: int) -> Handled:
         self.stats.dead_lettered += 1
         log.error("dead-lettering %s [%d] @%d after %d attempt(s): %s", msg.topic(), msg.partition(), msg.offset(), attempts, exc)
         out = [dead_letter(msg, exc, attempts)]
@@ -113,12 +114,28 @@ class Worker:
             reason = f"Error refreshing assessment data: {exc}"
             reply = error_reply(correlation_id, 500, reason)
             out.append(self.handlers.reply_message(header(msg.headers(), HEADER_REPLY_TO), reply))
-        return out
+        return Handled(out)
 
     def _sleep(self, seconds: float) -> None:
         """Back off; a stop request ends the wait and the unfinished batch."""
         if self.stopping.wait(seconds):
             raise Stopping
+
+    def handle_batch(self, records: list[Message]) -> None:
+        """Handle, publish, then mark published; the caller stores offsets after."""
+        handled = [self.handle(msg) for msg in records]
+        self.publish([out for h in handled for out in h.outgoing])
+        self.retrying(lambda: mark_published(self.handlers.engine, [h.inbox_id for h in handled if h.inbox_id]))
+
+    def retrying(self, action: Callable[[], None]) -> None:
+        attempt = 0
+        while True:
+            try:
+                return action()
+            except TRANSIENT as exc:
+                attempt += 1
+                log.warning("transient failure, retrying: %s", exc)
+                self._sleep(backoff(attempt))
 
     # -- publishing --------------------------------------------------------
 
@@ -157,8 +174,7 @@ class Worker:
                 records = [m for m in batch if not _is_noise(m)]
                 if not records:
                     continue
-                outgoing = [out for msg in records for out in self.handle(msg)]
-                self.publish(outgoing)
+                self.handle_batch(records)
                 for msg in records:
                     consumer.store_offsets(message=msg)
                 self.stats.processed += len(records)

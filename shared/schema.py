@@ -116,5 +116,7 @@ processed_messages = Table(
     Column("status", SmallInteger, nullable=False),
     Column("reply", JSONB, nullable=False),
     Column("events", JSONB, nullable=False, server_default="[]"),
+    # True once the reply and events were delivered to the broker.
+    Column("published", Boolean, nullable=False, server_default="false"),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
