@@ -29,7 +29,7 @@ class AssessmentsNotOwned(Exception):
 
 
 class ConcurrentBankChange(Exception):
-    """A chosen replacement was deleted while we planned; the caller retries."""
+    """A question we meant to write was deleted or is being changed; the caller retries."""
 
 
 # Locking the assessment rows, in oid order, serialises concurrent refreshes of
@@ -67,8 +67,13 @@ _CANDIDATES = text(
     """
 )
 # The new snapshot is copied inside PostgreSQL: question content never travels
-# to Python and back. The join on NOT deleted guards the window between reading
-# candidates and writing: a replacement deleted meanwhile makes the count short.
+# to Python and back.
+#
+# The questions written are share-locked, and only if still active: a deletion
+# that commits after us then waits for us and finds our slots (so it replaces
+# what we wrote). SKIP LOCKED, because a question locked right now is being
+# deleted or edited: instead of waiting (the deleter may wait for our
+# assessment locks, a deadlock) we come up short and the caller retries.
 _APPLY_UPDATES = text(
     """
     UPDATE assessment_slots s
@@ -76,7 +81,9 @@ _APPLY_UPDATES = text(
     FROM unnest(CAST(:oids AS bigint[]), CAST(:sections AS smallint[]),
                 CAST(:positions AS smallint[]), CAST(:new_qids AS bigint[]))
          AS v(oid, section_idx, question_idx, new_qid)
-    JOIN questions q ON q.qid = v.new_qid AND NOT q.deleted
+    JOIN (SELECT qid, content, version FROM questions
+          WHERE qid = ANY(CAST(:new_qids AS bigint[])) AND NOT deleted
+          FOR SHARE SKIP LOCKED) q ON q.qid = v.new_qid
     WHERE s.oid = v.oid AND s.section_idx = v.section_idx AND s.question_idx = v.question_idx
     """
 )

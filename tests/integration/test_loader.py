@@ -24,6 +24,7 @@ from shared.apikeys import company_for_key
 from tests.worlds import question
 
 REPO = Path(__file__).resolve().parents[2]
+VENV_PYTHON = "/work/venv/bin/python" if Path("/work/venv/bin/python").exists() else sys.executable
 PY = ("mcq", "python", "medium")
 
 
@@ -455,8 +456,7 @@ def test_missing_file_is_a_load_error_naming_it(engine: Engine, tmp_path: Path) 
 def _cli(database_url: str, path: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url}
     return subprocess.run(
-        [sys.executable if Path(sys.executable).parent == Path("/work/venv/bin") else "/work/venv/bin/python",
-         "-m", "assessment_refresh.cli", "load", str(path)],
+        [VENV_PYTHON, "-m", "assessment_refresh.cli", "load", str(path)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
 
