@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from producer_api.publisher import BrokerUnavailable, RequestPublisher
+from producer_api.ratelimit import RateLimiter
 from producer_api.replies import ReplyWaiter
 from producer_api.validation import BadRequest, parse_assessment_ids
-from shared.apikeys import company_for_key
+from shared.apikeys import company_for_key, hash_key
 from shared.db import make_engine
 from shared.messages import (
     CONTENT_TYPE_JSON,
@@ -45,14 +47,15 @@ class Services:
     engine: Engine
     publisher: RequestPublisher
     waiter: ReplyWaiter
+    limiter: RateLimiter
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-def error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -74,6 +77,11 @@ async def refresh_assessments(request: Request) -> JSONResponse:
     key = request.headers.get("apikey") or request.headers.get("x-api-key")
     if not key:
         return error(401, "Invalid or missing API key")
+    # Limit by the presented key (its hash: keys never sit in memory maps or
+    # logs), before the database lookup, so guessing keys is throttled too.
+    wait = services.limiter.acquire(hash_key(key))
+    if wait > 0:
+        return error(429, "Too many requests for this API key", headers={"Retry-After": str(math.ceil(wait))})
     try:
         body = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
@@ -162,7 +170,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         waiter.start()
         publisher = RequestPublisher(settings, loop)
         try:
-            yield {"services": Services(settings, engine, publisher, waiter)}
+            limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+            yield {"services": Services(settings, engine, publisher, waiter, limiter)}
         finally:
             publisher.close()
             waiter.stop()

@@ -26,6 +26,9 @@ class Settings:
     broker_timeout_s: float = 2.5
     max_body_bytes: int = 64 * 1024
     max_assessment_ids: int = 1000
+    # Per API key and API process; 0 turns rate limiting off.
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 40
     # Tansu pauses a join for about session.timeout.ms / 2 (DESIGN.md section 7).
     kafka_session_timeout_ms: int = 6000
     # Latency vs. broker cost: Tansu answers an empty fetch after this wait.
