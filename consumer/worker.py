@@ -150,7 +150,11 @@ class Worker:
                     failed.append(item)
 
             for item in pending:
-                self._produce(item, lambda err, m, item=item: on_delivery(err, m, item))
+                try:
+                    self._produce(item, lambda err, m, item=item: on_delivery(err, m, item))
+                except KafkaException as exc:
+                    log.warning("cannot produce to %s: %s", item.topic, exc)
+                    failed.append(item)
             self.producer.flush()
             if failed:
                 log.warning("%d message(s) not delivered, retrying", len(failed))

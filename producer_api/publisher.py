@@ -25,6 +25,7 @@ class RequestPublisher:
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         timeout_ms = int(settings.broker_timeout_s * 1000)
+        self._timeout_s = settings.broker_timeout_s
         self._producer = Producer(
             producer_config(
                 settings,
@@ -60,7 +61,12 @@ class RequestPublisher:
             self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
         except (BufferError, KafkaException) as exc:
             raise BrokerUnavailable(str(exc)) from exc
-        await delivered
+        try:
+            # message.timeout.ms normally ends the wait first; this bound holds
+            # whatever the client does.
+            await asyncio.wait_for(delivered, self._timeout_s + 2)
+        except TimeoutError as exc:
+            raise BrokerUnavailable("no delivery report in time") from exc
 
 
 def _settle(future: asyncio.Future[None], err: KafkaError | None) -> None:

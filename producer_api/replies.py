@@ -15,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import uuid
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from shared.kafka import consumer_config, ensure_topics
 from shared.messages import HEADER_CORRELATION_ID, header
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+PARTITION_CHECK_S = 5.0
 
 
 class ReplyWaiter:
@@ -38,9 +41,13 @@ class ReplyWaiter:
                 settings,
                 # assign() needs no group; librdkafka still wants an id.
                 f"{settings.consumer_group}-api-{uuid.uuid4()}",
-                **{"enable.auto.commit": False, "auto.offset.reset": "latest"},
+                # Out of range (the topic was recreated, or retention passed us):
+                # restart at the oldest reply; unknown ids are dropped anyway.
+                **{"enable.auto.commit": False, "auto.offset.reset": "earliest"},
             )
         )
+        self._assigned: set[int] = set()
+        self._last_high: dict[int, int] = {}
         self._thread = threading.Thread(target=self._run, name="reply-waiter", daemon=True)
 
     def start(self) -> None:
@@ -76,10 +83,58 @@ class ReplyWaiter:
     def _run(self) -> None:
         while not self._stop.is_set() and not self._position_at_end():
             self._stop.wait(1.0)
+        next_check = time.monotonic() + PARTITION_CHECK_S
         while not self._stop.is_set():
             msg = self._consumer.poll(0.2)
             if msg is not None:
                 self._dispatch(msg)
+            if time.monotonic() >= next_check:
+                self._check_partitions()
+                next_check = time.monotonic() + PARTITION_CHECK_S
+
+    def _check_partitions(self) -> None:
+        """Partitions added to the reply topic (by an operator, or a broker that
+        recreated it) are read from their beginning: replies may already be there."""
+        topic = self.settings.reply_topic
+        try:
+            metadata = self._consumer.list_topics(topic, timeout=2).topics[topic]
+        except KafkaException:
+            return
+        if metadata.error is not None:
+            if metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                try:
+                    ensure_topics(self.settings, [self.settings.request_topic, topic])
+                except KafkaException as exc:
+                    log.warning("cannot recreate %s: %s", topic, exc)
+            return
+        new = sorted(set(metadata.partitions) - self._assigned)
+        if new:
+            self._consumer.incremental_assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in new])
+            self._assigned.update(new)
+            log.info("reading replies on new partitions %s of %s", new, topic)
+        self._rewind_recreated_partitions(topic)
+
+    def _rewind_recreated_partitions(self, topic: str) -> None:
+        """A partition whose end went backwards was recreated (a memory broker
+        restarted): its replies start again at 0, read them.
+
+        Only a *drop* of the end offset counts: Tansu reports the end as the
+        first offset of the last batch + 1, so on a healthy broker the end is
+        often behind our position, but it never decreases."""
+        positions = self._consumer.position([TopicPartition(topic, p) for p in sorted(self._assigned)])
+        for tp in positions:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(tp, timeout=2, cached=False)
+            except KafkaException:
+                return
+            previous_high = self._last_high.get(tp.partition, high)
+            self._last_high[tp.partition] = high
+            if tp.offset < 0:
+                continue
+            if high < previous_high and high < tp.offset:
+                log.warning("reply partition %s[%d] restarted at %d (we were at %d): rewinding",
+                            topic, tp.partition, high, tp.offset)
+                self._consumer.seek(TopicPartition(topic, tp.partition, OFFSET_BEGINNING))
 
     def _position_at_end(self) -> bool:
         topic = self.settings.reply_topic
@@ -96,6 +151,7 @@ class ReplyWaiter:
             log.warning("reply topic %s not reachable yet: %s", topic, exc)
             return False
         self._consumer.assign(positions)
+        self._assigned = {p.partition for p in positions}
         self.ready.set()
         log.info("reading replies on %s from %s", topic, [(p.partition, p.offset) for p in positions])
         return True

@@ -24,9 +24,14 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # Request/reply is latency-bound: send at once, no Nagle delay.
         "linger.ms": 1,
         "socket.nagle.disable": True,
-        # acks=all + idempotence: a retried send is never written twice.
         "acks": "all",
-        "enable.idempotence": True,
+        # No idempotent producer: it goes fatal for good when a broker forgets
+        # its producer id (measured here with a restarted Tansu), and
+        # confluent-kafka then raises from inside delivery dispatch. A retried
+        # send written twice is harmless: every reader of our topics dedups by
+        # id (the inbox by request/event id, the reply waiter by correlation id,
+        # downstream by the refresh event's event_id).
+        "enable.idempotence": False,
         **overrides,
     }
 
@@ -40,6 +45,9 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "fetch.wait.max.ms": settings.kafka_fetch_wait_max_ms,
         "session.timeout.ms": settings.kafka_session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.kafka_session_timeout_ms // 4),
+        # Notice partitions added to (or topics recreated under) a subscription
+        # within seconds, not the default 5 minutes.
+        "topic.metadata.refresh.interval.ms": 10000,
         **overrides,
     }
 
@@ -64,3 +72,4 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int | None 
             # Another process created it between our list and create: fine.
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
+
