@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# RFC 8259 section 2: the only insignificant whitespace in JSON. bytes.strip()
+# with no argument would also drop \x0b and \x0c, which JSON does not allow.
+JSON_WHITESPACE = b" \t\n\r"
 
 
 class BadRequest(ValueError):
@@ -15,9 +18,10 @@ def parse_assessment_ids(body: bytes, max_ids: int) -> list[int] | None:
     """The requested ids without duplicates, in first-seen order; None means all.
 
     An empty body, ``{}``, a missing, null or empty ``assessment_ids`` all mean
-    "every assessment of the company". Unknown fields are ignored.
+    "every assessment of the company" (a body of JSON whitespace only counts as
+    empty). Unknown fields are ignored.
     """
-    if not body.strip():
+    if not body.strip(JSON_WHITESPACE):
         return None
     try:
         payload = json.loads(body, parse_int=_parse_int)

@@ -23,6 +23,8 @@ def parse(body: bytes | str, max_ids: int = MAX_IDS):
     [
         pytest.param(b"", id="empty-body"),
         pytest.param(b"  \n\t ", id="whitespace-body"),
+        pytest.param(b"\r\n", id="crlf-body"),
+        pytest.param(b" \t\r\n {} \r\n", id="object-in-json-whitespace"),
         pytest.param("{}", id="empty-object"),
         pytest.param('{"assessment_ids": null}', id="null-ids"),
         pytest.param('{"assessment_ids": []}', id="empty-list"),
@@ -85,6 +87,15 @@ def test_ids_not_all_integers(ids):
         pytest.param(b'{"assessment_ids": [1], "n": "\xff\xfe"}', id="invalid-utf8"),
         pytest.param(b"\x00\x01\x02", id="binary"),
         pytest.param("[" * 100_000 + "]" * 100_000, id="absurd-nesting"),
+        # Python's bytes.strip() counts these as whitespace; JSON does not (RFC 8259 section 2).
+        pytest.param(b"\x0b", id="vertical-tab-only"),
+        pytest.param(b"\x0c", id="form-feed-only"),
+        pytest.param(b" \x0b\x0c\n", id="json-and-non-json-whitespace"),
+        pytest.param(b"\x0b{}", id="vertical-tab-before-object"),
+        pytest.param(b"{}\x0c", id="form-feed-after-object"),
+        pytest.param(b"\x1c\x1d\x1e\x1f", id="str-isspace-separators"),
+        pytest.param("\u00a0\u2003".encode(), id="unicode-spaces"),
+        pytest.param(b"\xef\xbb\xbf", id="utf8-bom-only"),
     ],
 )
 def test_body_not_a_json_object(body):
