@@ -8,7 +8,6 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -18,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from producer_api.errors import EXCEPTION_HANDLERS, error
 from producer_api.publisher import BrokerUnavailable, RequestPublisher
 from producer_api.ratelimit import RateLimiter
 from producer_api.replies import ReplyWaiter
@@ -52,10 +52,6 @@ class Services:
 
 class BodyTooLarge(Exception):
     pass
-
-
-def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -184,4 +180,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/readyz", readyz),
         ],
         lifespan=lifespan,
+        exception_handlers=EXCEPTION_HANDLERS,
     )
