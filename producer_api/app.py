@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,23 +16,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from producer_api import async_requests
+from producer_api.auth import admit_key, company_of_key
+from producer_api.dispatch import publish_request
 from producer_api.errors import EXCEPTION_HANDLERS, error
 from producer_api.publisher import BrokerUnavailable, RequestPublisher
 from producer_api.ratelimit import RateLimiter
 from producer_api.replies import ReplyWaiter
 from producer_api.validation import BadRequest, parse_assessment_ids
-from shared.apikeys import company_for_key, hash_key
 from shared.db import make_engine
-from shared.messages import (
-    CONTENT_TYPE_JSON,
-    HEADER_CONTENT_TYPE,
-    HEADER_CORRELATION_ID,
-    HEADER_REPLY_TO,
-    MessageError,
-    RefreshReply,
-    RefreshRequested,
-    new_id,
-)
+from shared.messages import MessageError, RefreshReply, RefreshRequested, new_id
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,35 +62,20 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def refresh_assessments(request: Request) -> JSONResponse:
     services: Services = request.state.services
     settings = services.settings
-    key = request.headers.get("apikey") or request.headers.get("x-api-key")
-    if not key:
-        return error(401, "Invalid or missing API key")
-    # Limit by the presented key (its hash: keys never sit in memory maps or
-    # logs), before the database lookup, so guessing keys is throttled too.
-    wait = services.limiter.acquire(hash_key(key))
-    if wait > 0:
-        return error(429, "Too many requests for this API key", headers={"Retry-After": str(math.ceil(wait))})
+    key = admit_key(request, services.limiter)
     try:
         body = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
         return error(413, f"Request body exceeds {settings.max_body_bytes} bytes")
-    try:
-        company_id = await run_in_threadpool(_company_for_key, services.engine, key)
-    except SQLAlchemyError:
-        log.exception("API key lookup failed")
-        return error(503, "Database unavailable, try again later")
-    if company_id is None:
-        return error(401, "Invalid or missing API key")
+    company_id = await company_of_key(services.engine, key)
     try:
         ids = parse_assessment_ids(body, settings.max_assessment_ids)
     except BadRequest as exc:
         return error(400, str(exc))
-    return await call_consumer(services, RefreshRequested(new_id(), company_id, ids))
-
-
-def _company_for_key(engine: Engine, key: str) -> int | None:
-    with engine.connect() as conn:
-        return company_for_key(conn, key)
+    command = RefreshRequested(new_id(), company_id, ids)
+    if async_requests.wants_async(request):
+        return await async_requests.accept(services, command)
+    return await call_consumer(services, command)
 
 
 async def call_consumer(services: Services, command: RefreshRequested) -> JSONResponse:
@@ -109,16 +86,7 @@ async def call_consumer(services: Services, command: RefreshRequested) -> JSONRe
         return error(503, "Message broker unavailable: reply channel not ready", request_id=request_id)
     reply_future = waiter.expect(request_id)  # before publishing: no reply can be missed
     try:
-        await services.publisher.publish(
-            settings.request_topic,
-            str(command.company_id).encode(),
-            command.to_json(),
-            [
-                (HEADER_CORRELATION_ID, request_id.encode()),
-                (HEADER_REPLY_TO, settings.reply_topic.encode()),
-                (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode()),
-            ],
-        )
+        await publish_request(settings, services.publisher, command)
         value = await asyncio.wait_for(reply_future, settings.reply_timeout_s)
     except BrokerUnavailable as exc:
         log.warning("request %s not delivered: %s", request_id, exc)
@@ -176,6 +144,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=[
             Route("/assessments/refresh-assessments", refresh_assessments, methods=["POST"]),
+            Route(async_requests.STATUS_PATH, async_requests.refresh_request_status, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

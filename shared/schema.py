@@ -120,3 +120,18 @@ processed_messages = Table(
     Column("published", Boolean, nullable=False, server_default="false"),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# Requests accepted in async mode (Prefer: respond-async), recorded before they
+# are published: a row without a result is "pending", no row is "unknown".
+# The result itself is in processed_messages; reply_status/reply keep the reply
+# the accepting API saw, for those the consumer does not store (dead-lettered 500s).
+refresh_requests = Table(
+    "refresh_requests",
+    metadata,
+    Column("request_id", Text, primary_key=True),
+    Column("company_id", BigInteger, ForeignKey("companies.id"), nullable=False),
+    Column("accepted_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("reply_status", SmallInteger),
+    Column("reply", JSONB),
+    Column("replied_at", DateTime(timezone=True)),
+)

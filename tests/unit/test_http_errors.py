@@ -30,8 +30,9 @@ def test_wrong_method_is_json_405_with_allow(client: TestClient, method: str) ->
     assert response.headers["allow"] == "POST"
 
 
-def test_wrong_method_on_a_get_route_lists_get_and_head(client: TestClient) -> None:
-    response = client.post("/healthz")
+@pytest.mark.parametrize("path", ["/healthz", "/assessments/refresh-requests/some-id"])
+def test_wrong_method_on_a_get_route_lists_get_and_head(client: TestClient, path: str) -> None:
+    response = client.post(path)
     assert response.status_code == 405
     assert response.json() == {"error": "Method Not Allowed"}
     assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD"}

@@ -1,0 +1,204 @@
+"""Async mode: ``Prefer: respond-async`` (RFC 7240) gets 202 at once; the result is polled.
+
+POST /assessments/refresh-assessments with that preference records the request
+in refresh_requests, publishes it and answers ``202 {"request_id", "status":
+"pending"}`` with a ``Location``. GET on that location answers the stored
+result with its own status (200, 403, 500), 202 while pending, and 404 for ids
+that are unknown or belong to another company (the two look the same, so ids
+of other companies cannot be probed).
+
+Where results come from: the consumer stores every reply it computes in
+processed_messages (message_id = request id), which any API replica can read.
+A request that fails for good is dead-lettered and its 500 is only published,
+never stored (the refresh transaction rolled back), so the accepting API also
+listens for the reply on the reply topic and keeps it in refresh_requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from producer_api.auth import admit_key, company_of_key
+from producer_api.dispatch import publish_request
+from producer_api.errors import error
+from producer_api.publisher import BrokerUnavailable
+from shared.messages import MessageError, RefreshReply, RefreshRequested
+
+if TYPE_CHECKING:  # app.py imports this module
+    from producer_api.app import Services
+
+log = logging.getLogger(__name__)
+
+RESPOND_ASYNC = "respond-async"
+STATUS_PATH = "/assessments/refresh-requests/{request_id}"
+# How long the accepting API listens for a reply to keep (see the module doc).
+# Bounded so that requests no consumer ever answers do not pile up in memory.
+REPLY_WATCH_S = 3600.0
+# Ids are UUIDs; anything much longer is not one of ours, and PostgreSQL text
+# cannot hold NUL, so such ids are answered 404 without asking the database.
+MAX_REQUEST_ID_CHARS = 128
+# processed_messages.kind of a refresh request, as consumer/handlers.py records it.
+REFRESH_REQUEST_KIND = "refresh.request"
+
+
+def wants_async(request: Request) -> bool:
+    """True if any ``Prefer`` header holds the ``respond-async`` preference.
+
+    RFC 7240: preferences are comma-separated, tokens are case-insensitive and
+    may carry a value or parameters (``respond-async; foo=1``), and a server
+    ignores the preferences it does not know (``wait=10`` here).
+    """
+    for header in request.headers.getlist("prefer"):
+        for preference in header.split(","):
+            token = preference.split(";", 1)[0].split("=", 1)[0].strip().lower()
+            if token == RESPOND_ASYNC:
+                return True
+    return False
+
+
+def status_location(request_id: str) -> str:
+    return STATUS_PATH.format(request_id=request_id)
+
+
+def pending(request_id: str) -> JSONResponse:
+    return JSONResponse(
+        {"request_id": request_id, "status": "pending"},
+        status_code=202,
+        headers={"Location": status_location(request_id), "X-Request-Id": request_id},
+    )
+
+
+async def accept(services: Services, command: RefreshRequested) -> JSONResponse:
+    """Record, publish, answer 202. A request that cannot be published is not
+    accepted: 503 and no record, so its id never reads as pending."""
+    request_id, waiter = command.request_id, services.waiter
+    try:
+        await run_in_threadpool(_record_accepted, services.engine, request_id, command.company_id)
+    except SQLAlchemyError:
+        log.exception("cannot record async request %s", request_id)
+        return error(503, "Database unavailable, try again later")
+    reply = waiter.expect(request_id)  # before publishing: no reply can be missed
+    try:
+        await publish_request(services.settings, services.publisher, command)
+    except BrokerUnavailable as exc:
+        log.warning("async request %s not delivered: %s", request_id, exc)
+        waiter.forget(request_id)
+        await run_in_threadpool(_forget_accepted, services.engine, request_id)
+        return error(503, "Message broker unavailable, request not sent")
+    _keep_reply_when_it_comes(services.engine, waiter.loop, request_id, reply)
+    waiter.loop.call_later(REPLY_WATCH_S, waiter.forget, request_id)
+    response = pending(request_id)
+    response.headers["Preference-Applied"] = RESPOND_ASYNC
+    return response
+
+
+async def refresh_request_status(request: Request) -> JSONResponse:
+    """The result of a refresh accepted in async mode.
+
+    Same API key and rate limit as the refresh itself; the stored result is
+    answered with the status the refresh had.
+    """
+    services: Services = request.state.services
+    key = admit_key(request, services.limiter)
+    company_id = await company_of_key(services.engine, key)
+    request_id: str = request.path_params["request_id"]
+    if len(request_id) > MAX_REQUEST_ID_CHARS or "\x00" in request_id:
+        return unknown_request()
+    try:
+        found = await run_in_threadpool(_find, services.engine, request_id, company_id)
+    except SQLAlchemyError:
+        log.exception("cannot read async request %s", request_id)
+        return error(503, "Database unavailable, try again later")
+    if found is None:
+        return unknown_request()
+    if found.status is None:
+        return pending(request_id)
+    return JSONResponse(found.body, status_code=found.status, headers={"X-Request-Id": request_id})
+
+
+def unknown_request() -> JSONResponse:
+    return error(404, "Unknown refresh request id")
+
+
+# -- keeping the reply seen on the reply topic -------------------------------
+
+
+def _keep_reply_when_it_comes(
+    engine: Engine, loop: asyncio.AbstractEventLoop, request_id: str, reply: asyncio.Future[bytes]
+) -> None:
+    def store(done: asyncio.Future[bytes]) -> None:
+        if not done.cancelled():
+            # Nobody awaits this: _store_reply logs its own failures.
+            loop.run_in_executor(None, _store_reply, engine, request_id, done.result())
+
+    reply.add_done_callback(store)
+
+
+def _store_reply(engine: Engine, request_id: str, value: bytes) -> None:
+    try:
+        reply = RefreshReply.from_json(value)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "UPDATE refresh_requests SET reply_status = :status, reply = CAST(:reply AS jsonb), "
+                    "replied_at = now() WHERE request_id = :id"
+                ),
+                {"id": request_id, "status": reply.status, "reply": json.dumps(reply.body)},
+            )
+    except (MessageError, SQLAlchemyError) as exc:
+        # The consumer's own record still answers GET for every reply but a
+        # dead-lettered one's; that one then stays pending.
+        log.warning("cannot keep the reply to async request %s: %s", request_id, exc)
+
+
+# -- the refresh_requests table ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredOutcome:
+    status: int | None  # None: pending
+    body: dict[str, Any] | None
+
+
+def _record_accepted(engine: Engine, request_id: str, company_id: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO refresh_requests (request_id, company_id) VALUES (:id, :company)"),
+            {"id": request_id, "company": company_id},
+        )
+
+
+def _forget_accepted(engine: Engine, request_id: str) -> None:
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM refresh_requests WHERE request_id = :id"), {"id": request_id})
+    except SQLAlchemyError as exc:
+        # The caller got 503 and never saw this id, so a leftover row misleads no one.
+        log.warning("cannot delete unsent async request %s: %s", request_id, exc)
+
+
+def _find(engine: Engine, request_id: str, company_id: int) -> StoredOutcome | None:
+    """None if the company has no such request. The consumer's record wins over
+    the reply kept here: a replay from the dead-letter topic may have replaced
+    a 500 with a success since."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT COALESCE(p.status, r.reply_status) AS status, COALESCE(p.reply, r.reply) AS body "
+                "FROM refresh_requests r LEFT JOIN processed_messages p "
+                "  ON p.message_id = r.request_id AND p.kind = :kind AND p.company_id = r.company_id "
+                "WHERE r.request_id = :id AND r.company_id = :company"
+            ),
+            {"id": request_id, "company": company_id, "kind": REFRESH_REQUEST_KIND},
+        ).first()
+    return None if row is None else StoredOutcome(row.status, row.body)

@@ -1,0 +1,54 @@
+"""Who is calling: the API key, its rate limit, and the company that owns it.
+
+Failures raise HTTPException; producer_api.errors renders them as
+``{"error": ...}`` with their headers (Retry-After on 429).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from producer_api.ratelimit import RateLimiter
+from shared.apikeys import company_for_key, hash_key
+
+log = logging.getLogger(__name__)
+
+INVALID_KEY = "Invalid or missing API key"
+
+
+def admit_key(request: Request, limiter: RateLimiter) -> str:
+    """The presented key (header ``apiKey``, or ``X-API-Key``), within its rate limit.
+
+    Limited by the presented key (its hash: keys never sit in memory maps or
+    logs), before the database lookup, so guessing keys is throttled too.
+    """
+    key = request.headers.get("apikey") or request.headers.get("x-api-key")
+    if not key:
+        raise HTTPException(401, INVALID_KEY)
+    wait = limiter.acquire(hash_key(key))
+    if wait > 0:
+        raise HTTPException(429, "Too many requests for this API key", headers={"Retry-After": str(math.ceil(wait))})
+    return key
+
+
+async def company_of_key(engine: Engine, key: str) -> int:
+    try:
+        company_id = await run_in_threadpool(_lookup, engine, key)
+    except SQLAlchemyError:
+        log.exception("API key lookup failed")
+        raise HTTPException(503, "Database unavailable, try again later") from None
+    if company_id is None:
+        raise HTTPException(401, INVALID_KEY)
+    return company_id
+
+
+def _lookup(engine: Engine, key: str) -> int | None:
+    with engine.connect() as conn:
+        return company_for_key(conn, key)
