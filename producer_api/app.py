@@ -20,6 +20,7 @@ from producer_api import async_requests
 from producer_api.auth import admit_key, company_of_key
 from producer_api.dispatch import publish_request
 from producer_api.errors import EXCEPTION_HANDLERS, error
+from producer_api.openapi import docs_routes
 from producer_api.publisher import BrokerUnavailable, RequestPublisher
 from producer_api.ratelimit import RateLimiter
 from producer_api.replies import ReplyWaiter
@@ -60,6 +61,54 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def refresh_assessments(request: Request) -> JSONResponse:
+    """Refresh assessments; wait for the result, or with ``Prefer: respond-async`` answer 202.
+
+    The YAML below is this operation in GET /openapi.json (producer_api/openapi.py).
+    ---
+    summary: Refresh the company's assessments against the current question bank
+    operationId: refreshAssessments
+    parameters:
+      - name: Prefer
+        in: header
+        required: false
+        description: >-
+          `respond-async` (RFC 7240): answer 202 at once, with the request id and
+          a `Location` to poll, instead of waiting for the result.
+        schema: {type: string}
+        example: respond-async
+    requestBody:
+      required: false
+      content:
+        application/json:
+          schema: {$ref: "#/components/schemas/RefreshRequest"}
+    responses:
+      "200": {$ref: "#/components/responses/RefreshResult"}
+      "202":
+        description: >-
+          Async mode: accepted and published; poll `Location`.
+          `Preference-Applied: respond-async` confirms the mode.
+        headers:
+          Location:
+            description: "`/assessments/refresh-requests/{request_id}`"
+            required: true
+            schema: {type: string}
+          Preference-Applied:
+            required: true
+            schema: {type: string, enum: [respond-async]}
+          X-Request-Id: {$ref: "#/components/headers/X-Request-Id"}
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/Pending"}
+      "400": {$ref: "#/components/responses/BadRequest"}
+      "401": {$ref: "#/components/responses/Unauthorized"}
+      "403": {$ref: "#/components/responses/NotOwned"}
+      "413": {$ref: "#/components/responses/TooLarge"}
+      "429": {$ref: "#/components/responses/TooManyRequests"}
+      "500": {$ref: "#/components/responses/RefreshFailed"}
+      "502": {$ref: "#/components/responses/BadReply"}
+      "503": {$ref: "#/components/responses/Unavailable"}
+      "504": {$ref: "#/components/responses/Timeout"}
+    """
     services: Services = request.state.services
     settings = services.settings
     key = admit_key(request, services.limiter)
@@ -147,6 +196,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route(async_requests.STATUS_PATH, async_requests.refresh_request_status, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *docs_routes(),
         ],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,

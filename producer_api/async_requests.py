@@ -107,6 +107,26 @@ async def refresh_request_status(request: Request) -> JSONResponse:
 
     Same API key and rate limit as the refresh itself; the stored result is
     answered with the status the refresh had.
+
+    The YAML below is this operation in GET /openapi.json (producer_api/openapi.py).
+    ---
+    summary: The result of a refresh accepted in async mode
+    operationId: getRefreshRequest
+    parameters:
+      - name: request_id
+        in: path
+        required: true
+        description: The `request_id` of the 202 answer (the last segment of its `Location`).
+        schema: {type: string}
+    responses:
+      "200": {$ref: "#/components/responses/RefreshResult"}
+      "202": {$ref: "#/components/responses/Pending"}
+      "401": {$ref: "#/components/responses/Unauthorized"}
+      "403": {$ref: "#/components/responses/NotOwned"}
+      "404": {$ref: "#/components/responses/UnknownRequest"}
+      "429": {$ref: "#/components/responses/TooManyRequests"}
+      "500": {$ref: "#/components/responses/RefreshFailed"}
+      "503": {$ref: "#/components/responses/Unavailable"}
     """
     services: Services = request.state.services
     key = admit_key(request, services.limiter)

@@ -1,0 +1,259 @@
+"""The OpenAPI 3 document (GET /openapi.json) and a Swagger UI page (GET /docs).
+
+Paths and methods come from the route table through Starlette's
+SchemaGenerator, so a route cannot be documented under a path or method it
+does not serve. Each operation is the YAML after ``---`` in its endpoint's
+docstring, next to the code it describes; the schemas, responses and security
+schemes those operations refer to are below.
+
+OpenAPI 3.0.3 rather than 3.1: the Swagger UI that swagger-ui-bundle ships
+(4.x) renders 3.0 documents only.
+
+Swagger UI's assets come from the swagger-ui-bundle package and are served by
+this app under /docs/assets: the page works without reaching any CDN.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.schemas import SchemaGenerator
+from starlette.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path
+
+DOCS_PATH = "/docs"
+DOCS_ASSETS_PATH = "/docs/assets"
+SCHEMA_PATH = "/openapi.json"
+
+
+def _object(required: list[str], properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """A closed object schema: an undocumented field in a response fails the schema tests."""
+    return {"type": "object", "required": required, "properties": properties, "additionalProperties": False, **extra}
+
+
+def _json(schema_name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}}
+
+
+def _error_response(description: str, schema_name: str = "Error", **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": _json(schema_name), **extra}
+
+
+ID = {"type": "integer", "format": "int64"}
+REQUEST_ID = {"type": "string", "format": "uuid", "description": "The refresh request's id (a UUID)."}
+
+SCHEMAS: dict[str, Any] = {
+    "RefreshRequest": {
+        "type": "object",
+        "description": "An empty body, `{}`, or `assessment_ids` missing, null or `[]` refresh every "
+        "assessment of the company that owns the API key. Unknown fields are ignored.",
+        "properties": {
+            "assessment_ids": {
+                "type": "array",
+                "nullable": True,
+                "items": ID,
+                "description": "Assessment ids (64-bit integers; booleans, floats and strings are refused). "
+                "Duplicates are refreshed once. At most MAX_ASSESSMENT_IDS ids (1000 by default).",
+            }
+        },
+        "example": {"assessment_ids": [11, 12]},
+    },
+    "Replacement": _object(["old_qid", "new_qid"], {"old_qid": ID, "new_qid": ID}),
+    "ReplacementFailure": _object(
+        ["qid", "section_idx", "question_idx", "reason"],
+        {
+            "qid": ID,
+            "section_idx": {"type": "integer", "minimum": 0, "description": "0-based section position."},
+            "question_idx": {"type": "integer", "minimum": 0, "description": "0-based position in the section."},
+            "reason": {"type": "string"},
+        },
+    ),
+    "AssessmentDetail": _object(
+        [
+            "oid", "name", "total_questions", "questions_refreshed", "refreshed_qids",
+            "deleted_questions_replaced", "replacements", "deleted_questions_not_replaced",
+            "replacement_failures", "status",
+        ],
+        {
+            "oid": ID,
+            "name": {"type": "string"},
+            "total_questions": {"type": "integer", "minimum": 0},
+            "questions_refreshed": {"type": "integer", "minimum": 0},
+            "refreshed_qids": {"type": "array", "items": ID},
+            "deleted_questions_replaced": {"type": "integer", "minimum": 0},
+            "replacements": {"type": "array", "items": {"$ref": "#/components/schemas/Replacement"}},
+            "deleted_questions_not_replaced": {"type": "integer", "minimum": 0},
+            "replacement_failures": {"type": "array", "items": {"$ref": "#/components/schemas/ReplacementFailure"}},
+            "status": {
+                "type": "string",
+                "enum": ["updated", "unchanged"],
+                "description": "`updated` if any change was applied, else `unchanged`.",
+            },
+        },
+    ),
+    "RefreshResult": _object(
+        ["message", "company_id", "assessments_updated", "details"],
+        {
+            "message": {"type": "string", "example": "Successfully refreshed 2 assessments"},
+            "company_id": ID,
+            "assessments_updated": {"type": "integer", "minimum": 0, "description": "Assessments processed (= len(details))."},
+            "details": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/AssessmentDetail"},
+                "description": "Ordered by `oid`.",
+            },
+        },
+    ),
+    "Pending": _object(
+        ["request_id", "status"],
+        {"request_id": REQUEST_ID, "status": {"type": "string", "enum": ["pending"]}},
+    ),
+    "Error": _object(["error"], {"error": {"type": "string"}}),
+    "ErrorMaybeWithRequestId": _object(
+        ["error"],
+        {"error": {"type": "string"}, "request_id": REQUEST_ID},
+        description="`request_id` is present when the request got an id before failing.",
+    ),
+    "ErrorWithRequestId": _object(["error", "request_id"], {"error": {"type": "string"}, "request_id": REQUEST_ID}),
+}
+
+RESPONSES: dict[str, Any] = {
+    "RefreshResult": {
+        "description": "Refreshed. `X-Request-Id` carries the request id.",
+        "headers": {"X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"}},
+        "content": _json("RefreshResult"),
+    },
+    "Pending": {
+        "description": "Accepted (async mode) or still pending: poll `Location` for the result.",
+        "headers": {
+            "Location": {
+                "description": "`/assessments/refresh-requests/{request_id}`",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+            "X-Request-Id": {"$ref": "#/components/headers/X-Request-Id"},
+        },
+        "content": _json("Pending"),
+    },
+    "BadRequest": _error_response(
+        "The body is not a JSON object, `assessment_ids` is not a list, or not a list of integers."
+    ),
+    "Unauthorized": _error_response("Missing or unknown API key: `{\"error\": \"Invalid or missing API key\"}`."),
+    "NotOwned": _error_response(
+        "Ids that do not exist or belong to another company, sorted and without duplicates; "
+        "nothing was refreshed."
+    ),
+    "TooLarge": _error_response("The request body exceeds MAX_BODY_BYTES."),
+    "TooManyRequests": _error_response(
+        "Over this API key's rate limit.",
+        headers={
+            "Retry-After": {
+                "description": "Seconds to wait before trying again.",
+                "required": True,
+                "schema": {"type": "integer", "minimum": 1},
+            }
+        },
+    ),
+    "RefreshFailed": _error_response(
+        "The refresh failed and changed nothing (`Error refreshing assessment data: <message>`), "
+        "or an unexpected server error."
+    ),
+    "BadReply": _error_response("The consumer's reply could not be read.", "ErrorWithRequestId"),
+    "Unavailable": _error_response(
+        "The message broker or the database is unreachable; answered within seconds.", "ErrorMaybeWithRequestId"
+    ),
+    "Timeout": _error_response(
+        "No reply within REPLY_TIMEOUT_S. The refresh may still complete: the request id tells which.",
+        "ErrorWithRequestId",
+    ),
+    "UnknownRequest": _error_response("No refresh request with this id for this API key's company."),
+}
+
+BASE_SCHEMA: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "assessment-refresh",
+        "version": "1",
+        "description": "Keeps hiring assessments in line with a changing question bank. "
+        "Refreshes run in a consumer behind Kafka; this API waits for their reply, or, with "
+        "`Prefer: respond-async`, answers 202 at once and lets the caller poll the result.",
+    },
+    "security": [{"apiKey": []}, {"xApiKey": []}],
+    "components": {
+        "securitySchemes": {
+            "apiKey": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "apiKey",
+                "description": "The company's API key. The header `X-API-Key` is accepted too.",
+            },
+            "xApiKey": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-API-Key",
+                "description": "The same API key under the conventional header name.",
+            },
+        },
+        "headers": {
+            "X-Request-Id": {"description": "The refresh request's id.", "schema": {"type": "string"}},
+        },
+        "schemas": SCHEMAS,
+        "responses": RESPONSES,
+    },
+}
+
+schema_generator = SchemaGenerator(BASE_SCHEMA)
+
+
+def openapi_document(routes: list[BaseRoute]) -> dict[str, Any]:
+    return schema_generator.get_schema(routes=routes)
+
+
+async def openapi_json(request: Request) -> JSONResponse:
+    return JSONResponse(openapi_document(request.app.routes))
+
+
+_DOCS_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>assessment-refresh API</title>
+  <link rel="stylesheet" href="{assets}/swagger-ui.css">
+  <link rel="icon" type="image/png" href="{assets}/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{assets}/swagger-ui-bundle.js"></script>
+  <script src="{assets}/swagger-ui-standalone-preset.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({{
+      url: "{schema}",
+      dom_id: "#swagger-ui",
+      presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+      layout: "StandaloneLayout"
+    }});
+  </script>
+</body>
+</html>
+"""
+
+
+async def docs_page(request: Request) -> HTMLResponse:
+    # root_path: the links stay right when a proxy serves the app under a prefix.
+    root = request.scope.get("root_path", "")
+    page = _DOCS_PAGE.format(assets=html.escape(root + DOCS_ASSETS_PATH), schema=html.escape(root + SCHEMA_PATH))
+    return HTMLResponse(page)
+
+
+def docs_routes() -> list[BaseRoute]:
+    """/openapi.json, /docs and its assets; none of them is part of the document."""
+    return [
+        Route(SCHEMA_PATH, openapi_json, methods=["GET"], include_in_schema=False),
+        Route(DOCS_PATH, docs_page, methods=["GET"], include_in_schema=False),
+        Mount(DOCS_ASSETS_PATH, app=StaticFiles(directory=Path(str(swagger_ui_path))), name="docs-assets"),
+    ]
