@@ -8,6 +8,7 @@ JSON shape as the errors of DESIGN.md section 2, so clients parse one format.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 _BODYLESS = {204, 304}
 
 
-def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+def error(status: int, message: str, headers: Mapping[str, str] | None = None, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 

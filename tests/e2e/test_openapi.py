@@ -68,11 +68,12 @@ def test_it_documents_the_refresh_and_status_operations(document: dict[str, Any]
     assert not any(path in ("/openapi.json", "/docs") or path.startswith("/docs/") for path, _ in operations)
 
 
-def test_every_documented_operation_is_served(local: TestClient, document: dict[str, Any]) -> None:
+def test_every_documented_operation_is_served(document: dict[str, Any]) -> None:
+    routes = create_app(Settings()).routes
     for path, item in document["paths"].items():
         for method in item:
             scope = {"type": "http", "path": path.replace("{request_id}", "x"), "method": method.upper()}
-            assert any(route.matches(scope)[0] is Match.FULL for route in local.app.routes), (method, path)
+            assert any(route.matches(scope)[0] is Match.FULL for route in routes), (method, path)
 
 
 def test_every_response_of_the_rest_contract_is_described(document: dict[str, Any]) -> None:

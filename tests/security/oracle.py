@@ -23,10 +23,9 @@ NOT_INTS = "assessment_ids must be a list of integers"
 NOT_64BIT = "assessment_ids must be 64-bit integers"
 FORBIDDEN_PREFIX = "Assessment IDs do not belong to company or do not exist: "
 
-# JSON's own whitespace (RFC 8259): a body of only these is "an empty body".
+# JSON's own whitespace (RFC 8259): a body of only these is "an empty body";
+# \x0b and \x0c (whitespace to Python's bytes.strip) are not JSON, so a 400.
 JSON_WHITESPACE = b" \t\r\n"
-# Python's bytes.strip() also strips \x0b and \x0c: see the xfail in test_bad_input_cases.
-PY_ONLY_WHITESPACE = b"\x0b\x0c"
 
 
 @dataclass(frozen=True)
@@ -82,11 +81,6 @@ def expect_body(body: bytes, company: int, world: World) -> Expectation:
     """The answer for an authenticated caller of ``company`` sending ``body``."""
     everything = Expectation(200, company=company, oids=sorted(world.assessments.get(company, [])))
     if body.strip(JSON_WHITESPACE) == b"":
-        return everything
-    if body.strip(JSON_WHITESPACE + PY_ONLY_WHITESPACE) == b"":
-        # Not JSON and not empty: 400 by the contract; the product treats it as
-        # empty (tracked as an xfail in test_bad_input_cases).
-        everything.known_deviation = "vertical tab / form feed body treated as empty"
         return everything
     parsed, value = parse_json(body)
     if not parsed or not isinstance(value, dict):

@@ -287,10 +287,6 @@ def test_an_empty_or_json_whitespace_body_means_every_assessment(client: httpx.C
     assert [d["oid"] for d in response.json()["details"]] == [11, 12]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG producer_api/validation.py parse_assessment_ids: `if not body.strip()` uses Python's bytes.strip, "
-    "which also strips \\x0b and \\x0c (not JSON whitespace): a body of only those is not JSON but is taken "
-    "as an empty body and refreshes every assessment of the company (200) instead of 400"))
 @pytest.mark.parametrize("raw", [b"\x0b", b"\x0c", b" \x0c\n\x0b "], ids=["vt", "ff", "mixed"])
 def test_a_body_of_non_json_whitespace_is_not_json(client: httpx.Client, world: Engine, raw: bytes) -> None:
     before = table_dump(world)
@@ -299,10 +295,6 @@ def test_a_body_of_non_json_whitespace_is_not_json(client: httpx.Client, world: 
     assert table_dump(world) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG producer_api/app.py create_app: the route is declared with methods=['POST'] and Starlette's default "
-    "405 answer is text/plain 'Method Not Allowed', not the JSON error body the README promises for every "
-    "error ({\"error\": \"...\"})"))
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 def test_a_wrong_method_gets_a_json_405(client: httpx.Client, world: Engine, method: str) -> None:
     before = table_dump(world)
