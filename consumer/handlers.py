@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, text
 
 from consumer import inbox
 from consumer.bank import Deletion, mark_deleted, upsert_questions
-from consumer.loader import parse_question
+from consumer.loader import LoadError, parse_question
 from consumer.refresh_rules import RefreshPlan
 from consumer.refresh_store import AssessmentsNotOwned, lock_assessments, lock_by_oids, refresh_locked
 from shared.messages import (
@@ -28,6 +28,7 @@ from shared.messages import (
     HEADER_CORRELATION_ID,
     QUESTION_DELETED,
     Headers,
+    MessageError,
     QuestionEvent,
     RefreshReply,
     RefreshRequested,
@@ -35,6 +36,7 @@ from shared.messages import (
     parse_timestamp,
     refresh_event,
 )
+from shared.kafka import is_topic_name
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,12 @@ class Handlers:
     # -- outgoing messages -------------------------------------------------
 
     def reply_message(self, reply_to: str | None, reply: RefreshReply) -> Outgoing:
+        if reply_to is not None and not is_topic_name(reply_to):
+            # Not a topic anyone can read: answer on our own reply topic (the API
+            # replicas drop ids they do not wait for) rather than never moving on.
+            log.warning("request %s: reply_to is not a valid topic name, replying on %s",
+                        reply.request_id, self.settings.reply_topic)
+            reply_to = None
         return Outgoing(
             reply_to or self.settings.reply_topic,
             reply.request_id.encode(),
@@ -149,7 +157,10 @@ class Handlers:
                     assert event.qid is not None
                     stored = self._question_deleted(conn, event.event_id, event.qid, occurred_at)
                 else:
-                    question = parse_question(event.question, f"event {event.event_id}")
+                    try:
+                        question = parse_question(event.question, f"event {event.event_id}")
+                    except LoadError as exc:  # a bad question is a bad message: dead-letter at once
+                        raise MessageError(str(exc)) from exc
                     changed = upsert_questions(conn, [question], occurred_at)
                     stored = inbox.StoredResult(200, {"applied": event.type, "changed": changed}, [])
                 if not inbox.record(conn, event.event_id, event.type, None, stored, overwrite=replay):

@@ -96,9 +96,51 @@ class _Checker:
         return value
 
 
+def unstorable_text(value: Any, path: str = "$") -> tuple[str, str] | None:
+    """The JSON path and reason of the first string PostgreSQL cannot store.
+
+    JSON allows ``\\u0000`` and lone surrogates (``\\ud800``); PostgreSQL text
+    and jsonb refuse both, so they are refused here with their path instead of
+    failing deep inside a transaction. Iterative: depth is the parser's concern.
+    """
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            reason = _unstorable_reason(item)
+            if reason:
+                return where, reason
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                reason = _unstorable_reason(key)
+                if reason:
+                    return f"{where} (a key)", reason
+                stack.append((child, f"{where}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{where}[{i}]") for i, child in enumerate(item))
+    return None
+
+
+def _unstorable_reason(text_value: str) -> str | None:
+    if "\x00" in text_value:
+        return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+    try:
+        text_value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains a lone surrogate (\\ud800-\\udfff), which is not valid text"
+    return None
+
+
+def _check_storable(c: _Checker, document: Any, path: str) -> None:
+    found = unstorable_text(document, path)
+    if found:
+        raise c.fail(*found)
+
+
 def parse_world(document: Any, source: str = "<input>") -> World:
     """Check a whole import document and turn it into plain data."""
     c = _Checker(source)
+    _check_storable(c, document, "$")
     root = c.obj(document, "$")
     unknown = set(root) - {"companies", "questions", "assessments"}
     if unknown:
@@ -142,7 +184,9 @@ def parse_world(document: Any, source: str = "<input>") -> World:
 
 def parse_question(raw: Any, source: str = "question") -> QuestionData:
     """Check one question object (the same rules as in an import file)."""
-    return _question(_Checker(source), raw, "$")
+    c = _Checker(source)
+    _check_storable(c, raw, "$")
+    return _question(c, raw, "$")
 
 
 def _question(c: _Checker, raw: Any, p: str) -> QuestionData:
@@ -177,6 +221,10 @@ def read_world(path: Path) -> World:
         raise LoadError(f"{path}: cannot read: {exc.strerror}") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LoadError(f"{path}: not valid UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise LoadError(f"{path}: not loadable: JSON nested too deeply") from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise LoadError(f"{path}: not loadable: {exc}") from exc
     return parse_world(document, str(path))
 
 

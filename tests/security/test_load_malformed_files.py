@@ -88,24 +88,6 @@ TEXTS: dict[str, str] = {
 }
 SPECIAL = ["directory", "missing-file"]
 
-_TRACEBACK = (
-    "BUG consumer/loader.py read_world + assessment_refresh/cli.py cmd_load: only LoadError is turned into "
-    "'error: ...' and exit status 2; {what} escapes as a Python traceback with exit status 1 "
-    "(nothing is imported: the transaction rolls back)"
-)
-XFAIL = {
-    "deeply-nested-array": _TRACEBACK.format(what="json.loads' RecursionError on nesting deeper than the recursion limit"),
-    "deeply-nested-in-a-field": _TRACEBACK.format(what="json.loads' RecursionError on nesting deeper than the recursion limit"),
-    "5000-digit-integer": _TRACEBACK.format(
-        what="json.loads' ValueError 'Exceeds the limit (4300 digits) for integer string conversion' (not a JSONDecodeError)"),
-    "nul-in-a-name": _TRACEBACK.format(
-        what="psycopg2's ValueError 'A string literal cannot contain NUL (0x00) characters' for a \\u0000 in a name"),
-    "lone-surrogate-in-a-name": _TRACEBACK.format(
-        what="UnicodeEncodeError 'surrogates not allowed' for a \\ud800 escape in a name (psycopg2 encoding it)"),
-    "nul-in-question-content": _TRACEBACK.format(
-        what="sqlalchemy DataError 'unsupported Unicode escape sequence' from PostgreSQL's jsonb for a \\u0000 in content"),
-}
-
 CASES = [*BYTES, *TEXTS, *SPECIAL]
 
 
@@ -150,8 +132,7 @@ def outcomes(session_engine: Engine, database_url: str, tmp_path_factory: pytest
     return results, before, after, counts_before, counts_after
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=XFAIL[c])) if c in XFAIL
-                                  else c for c in CASES])
+@pytest.mark.parametrize("case", CASES)
 def test_an_odd_file_is_refused_with_a_clear_error_and_imports_nothing(outcomes: Any, case: str) -> None:
     results, before, after, counts_before, counts_after = outcomes
     outcome = results[case]
