@@ -20,7 +20,7 @@ from sqlalchemy import Engine, text
 
 from assessment_refresh.local_servers import TansuBroker, embedded_postgres_url, free_port
 from consumer.loader import load_world, read_world
-from consumer.main import service_topics
+from consumer.topics import service_topics
 from shared.db import make_engine, migrate
 from shared.kafka import ensure_topics
 from shared.settings import Settings

@@ -18,7 +18,8 @@ H_OFFSET = "dlq.original.offset"
 H_ERROR_TYPE = "dlq.error.type"
 H_ERROR_MESSAGE = "dlq.error.message"
 H_ATTEMPTS = "dlq.attempts"
-_OWN = {H_TOPIC, H_PARTITION, H_OFFSET, H_ERROR_TYPE, H_ERROR_MESSAGE, H_ATTEMPTS}
+H_VALUE_DROPPED = "dlq.value.dropped.bytes"
+_OWN = {H_TOPIC, H_PARTITION, H_OFFSET, H_ERROR_TYPE, H_ERROR_MESSAGE, H_ATTEMPTS, H_VALUE_DROPPED}
 
 
 def dlq_topic(topic: str) -> str:
@@ -30,7 +31,9 @@ def original_topic(msg: Message) -> str:
     return header(msg.headers(), H_TOPIC) or msg.topic()
 
 
-def dead_letter(msg: Message, error: BaseException, attempts: int) -> Outgoing:
+def dead_letter(msg: Message, error: BaseException, attempts: int, reason: str | None = None) -> Outgoing:
+    """The DLQ copy of ``msg``; ``reason`` is the error text to record (the
+    caller's sanitized message; by default ``str(error)``)."""
     source = original_topic(msg)
     kept: Headers = [(k, v) for k, v in (msg.headers() or []) if k not in _OWN]
     # A record replayed from a DLQ keeps its first origin, so it goes back to
@@ -42,7 +45,14 @@ def dead_letter(msg: Message, error: BaseException, attempts: int) -> Outgoing:
         (H_PARTITION, origin_partition.encode()),
         (H_OFFSET, origin_offset.encode()),
         (H_ERROR_TYPE, type(error).__name__.encode()),
-        (H_ERROR_MESSAGE, str(error)[:1000].encode("utf-8", "replace")),
+        (H_ERROR_MESSAGE, (reason if reason is not None else str(error))[:1000].encode("utf-8", "replace")),
         (H_ATTEMPTS, str(attempts).encode()),
     ]
     return Outgoing(dlq_topic(source), msg.key(), msg.value() or b"", kept)
+
+
+def truncated(dead: Outgoing) -> Outgoing:
+    """A DLQ copy too large for the broker, without its value: the headers
+    still say where the original is and why it failed, and the original
+    record stays readable in its own topic at that offset."""
+    return Outgoing(dead.topic, dead.key, b"", [*dead.headers, (H_VALUE_DROPPED, str(len(dead.value)).encode())])

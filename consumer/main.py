@@ -6,18 +6,13 @@ import logging
 import signal
 from types import FrameType
 
-from consumer.dead_letters import dlq_topic
+from consumer.topics import consumed_topics, service_topics
 from consumer.worker import Worker, live_consumer
 from shared.db import make_engine
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def service_topics(settings: Settings) -> list[str]:
-    read = [settings.request_topic, settings.question_events_topic]
-    return [*read, settings.reply_topic, settings.refresh_events_topic, *map(dlq_topic, read)]
 
 
 def run_consumer(settings: Settings) -> None:
@@ -31,11 +26,9 @@ def run_consumer(settings: Settings) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    consumer = live_consumer(settings)
-    log.info("consumer group %s reading %s", settings.consumer_group, service_topics(settings)[:2])
+    log.info("consumer group %s reading %s", settings.consumer_group, consumed_topics(settings))
     try:
-        worker.run(consumer)
+        worker.run(live_consumer(settings))
     finally:
-        consumer.close()  # commits the stored offsets and leaves the group
         engine.dispose()
         log.info("consumer stopped after %d message(s)", worker.stats.processed)

@@ -17,14 +17,15 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from sqlalchemy import Engine
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, StatementError
 
 from consumer import faults
-from consumer.dead_letters import dead_letter, original_topic
+from consumer.dead_letters import DLQ_SUFFIX, dead_letter, original_topic, truncated
 from consumer.handlers import DuplicateInFlight, Handled, Handlers, Outgoing, error_reply
 from consumer.inbox import mark_published
 from consumer.refresh_store import ConcurrentBankChange
-from shared.kafka import consumer_config, producer_config
+from consumer.topics import consumed_topics, service_topics
+from shared.kafka import consumer_config, ensure_topics, producer_config
 from shared.messages import (
     HEADER_CORRELATION_ID,
     HEADER_REPLY_TO,
@@ -40,6 +41,20 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 TRANSIENT = (OperationalError, InterfaceError, DisconnectionError, ConcurrentBankChange, DuplicateInFlight)
 
+# Delivery errors a retry cannot fix: the record or its topic is wrong, not the
+# broker. Retrying them forever would stop every partition this member owns.
+PERMANENT_DELIVERY_ERRORS = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.TOPIC_EXCEPTION,
+    KafkaError._INVALID_ARG,
+}
+MISSING_TOPIC_ERRORS = {KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART}
+# A reply to a topic that does not exist (a caller long gone, a broker that lost
+# it) is given up after this many rounds; our own topics are recreated instead.
+MAX_MISSING_TOPIC_ROUNDS = 10
+
 
 class Stopping(Exception):
     """Raised out of a back-off wait when the worker is asked to stop."""
@@ -54,6 +69,7 @@ class Stats:
     processed: int = 0
     dead_lettered: int = 0
     retries: int = 0
+    undeliverable: int = 0
 
 
 class Worker:
@@ -107,11 +123,12 @@ class Worker:
 
     def _give_up(self, msg: Message, exc: Exception, attempts: int) -> Handled:
         self.stats.dead_lettered += 1
-        log.error("dead-lettering %s [%d] @%d after %d attempt(s): %s", msg.topic(), msg.partition(), msg.offset(), attempts, exc)
-        out = [dead_letter(msg, exc, attempts)]
+        reason = public_message(exc)
+        log.error("dead-lettering %s [%d] @%d after %d attempt(s): %s", msg.topic(), msg.partition(), msg.offset(), attempts, reason)
+        out = [dead_letter(msg, exc, attempts, reason)]
         correlation_id = header(msg.headers(), HEADER_CORRELATION_ID)
         if original_topic(msg) == self.settings.request_topic and correlation_id and not self.replay:
-            reason = f"Error refreshing assessment data: {exc}"
+            reason = f"Error refreshing assessment data: {reason}"
             reply = error_reply(correlation_id, 500, reason)
             out.append(self.handlers.reply_message(header(msg.headers(), HEADER_REPLY_TO), reply))
         return Handled(out)
@@ -140,26 +157,67 @@ class Worker:
     # -- publishing --------------------------------------------------------
 
     def publish(self, outgoing: list[Outgoing]) -> None:
-        """Deliver every message or keep trying (broker down is transient)."""
+        """Deliver every message; keep trying while the broker is the problem.
+
+        A record the broker can never take (too large, an invalid topic) is
+        given up instead (see ``_undeliverable``), so that one bad record
+        cannot stop the partitions behind it.
+        """
         pending = list(outgoing)
+        rounds = 0
         while pending:
-            failed: list[Outgoing] = []
+            rounds += 1
+            failed: list[tuple[Outgoing, KafkaError]] = []
 
             def on_delivery(err: KafkaError | None, _msg: Message, item: Outgoing) -> None:
                 if err is not None:
-                    failed.append(item)
+                    failed.append((item, err))
 
             for item in pending:
                 try:
                     self._produce(item, lambda err, m, item=item: on_delivery(err, m, item))
                 except KafkaException as exc:
-                    log.warning("cannot produce to %s: %s", item.topic, exc)
-                    failed.append(item)
+                    failed.append((item, exc.args[0]))
             self.producer.flush()
-            if failed:
-                log.warning("%d message(s) not delivered, retrying", len(failed))
+            pending = []
+            for item, err in failed:
+                retry = self._after_failed_delivery(item, err, rounds)
+                if retry is not None:
+                    pending.append(retry)
+            if pending:
+                log.warning("%d message(s) not delivered, retrying", len(pending))
                 self._sleep(1.0)
-            pending = failed
+
+    def _after_failed_delivery(self, item: Outgoing, err: KafkaError, rounds: int) -> Outgoing | None:
+        """What to send next for a failed delivery: the same record, a smaller
+        one, or nothing (given up, logged)."""
+        code = err.code()
+        if code in PERMANENT_DELIVERY_ERRORS:
+            return self._undeliverable(item, err)
+        if code in MISSING_TOPIC_ERRORS:
+            if item.topic in service_topics(self.settings):
+                # A broker that lost its topics (a restarted memory broker): make them again.
+                self._recreate_topics()
+            elif rounds >= MAX_MISSING_TOPIC_ROUNDS:
+                return self._undeliverable(item, err)
+        log.warning("cannot deliver to %s: %s", item.topic, err)
+        return item
+
+    def _undeliverable(self, item: Outgoing, err: KafkaError) -> Outgoing | None:
+        if item.topic.endswith(DLQ_SUFFIX) and err.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE):
+            # The failed record plus our headers is over the limit: keep its
+            # coordinates and error, drop its value (the original stays in its topic).
+            log.error("dead-letter copy for %s too large: sending it without its value", item.topic)
+            return truncated(item)
+        log.error("giving up a message to %s (%d bytes): %s", item.topic, len(item.value), err)
+        self.stats.undeliverable += 1
+        return None
+
+    def _recreate_topics(self) -> None:
+        try:
+            ensure_topics(self.settings, service_topics(self.settings))
+        except KafkaException as exc:
+            log.warning("cannot recreate topics: %s", exc)
 
     def _produce(self, item: Outgoing, callback: Callable[[KafkaError | None, Message], None]) -> None:
         while True:
@@ -172,9 +230,17 @@ class Worker:
     # -- the loop ----------------------------------------------------------
 
     def run(self, consumer: Consumer, batch_size: int = 100) -> None:
+        """Consume until stopped. The consumer is closed on the way out (which
+        commits the stored offsets and leaves the group)."""
         try:
             while not self.stopping.is_set():
-                batch = consumer.consume(num_messages=batch_size, timeout=0.5)
+                # poll() returns as soon as one record is there; the rest of a
+                # batch is what is already fetched. (consume(n, timeout) would
+                # wait the whole timeout for n records: 0.5 s per request.)
+                first = consumer.poll(0.5)
+                if first is None:
+                    continue
+                batch = [first, *consumer.consume(num_messages=batch_size - 1, timeout=0)]
                 records = [m for m in batch if not _is_noise(m)]
                 if not records:
                     continue
@@ -186,6 +252,15 @@ class Worker:
             log.info("stopped with an unfinished batch; its offsets were not stored")
         finally:
             self.producer.flush(5)
+            consumer.close()
+
+
+def public_message(exc: BaseException) -> str:
+    """What a caller, a log line and a DLQ header may say about a failure:
+    the error's type and first line, never SQL text or bound values."""
+    cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    first_line = (str(cause).strip().splitlines() or [""])[0]
+    return f"{type(cause).__name__}: {first_line[:300]}".rstrip(": ")
 
 
 def _is_noise(msg: Message) -> bool:
@@ -220,5 +295,5 @@ def live_consumer(settings: Settings) -> Consumer:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit on revoke failed: %s", exc)
 
-    consumer.subscribe([settings.request_topic, settings.question_events_topic], on_revoke=on_revoke)
+    consumer.subscribe(consumed_topics(settings), on_revoke=on_revoke)
     return consumer

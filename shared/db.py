@@ -13,7 +13,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 def make_engine(database_url: str, **kwargs: object) -> Engine:
     # pool_pre_ping: survive a PostgreSQL restart without handing out dead connections.
-    return create_engine(database_url, pool_pre_ping=True, future=True, **kwargs)  # type: ignore[arg-type]
+    # hide_parameters: error texts (logged, dead-lettered) never carry bound
+    # values, which hold question content and API key hashes.
+    return create_engine(database_url, pool_pre_ping=True, hide_parameters=True, future=True, **kwargs)  # type: ignore[arg-type]
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -52,6 +53,14 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
     }
 
 
+# Kafka's own rule (kafka.common.internals.Topic): at most 249 of these characters.
+_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def is_topic_name(name: str) -> bool:
+    return bool(_TOPIC_NAME.fullmatch(name)) and name not in {".", ".."}
+
+
 def ensure_topics(settings: Settings, topics: list[str], partitions: int | None = None) -> None:
     """Create the topics that are missing; existing ones are left alone."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
@@ -72,4 +81,3 @@ def ensure_topics(settings: Settings, topics: list[str], partitions: int | None 
             # Another process created it between our list and create: fine.
             if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                 raise
-

@@ -159,19 +159,19 @@ def test_members_joining_and_leaving_answer_every_caller(
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "the group leader stopped with SIGTERM while another member's join is in progress wedges the consumer "
-    "group on the local Tansu broker: the other members are revoked and never get an assignment again "
-    "(observed > 400 s), so every request times out (504). A non-leader leaving, or the leader SIGKILLed, at "
-    "the same moment recovers in 4-6 s. Trigger: consumer/main.py run_consumer -> consumer.close() "
-    "(LeaveGroup during a rebalance); nothing in consumer/worker.py Worker.run notices a member left "
-    "without partitions"))
+    "Tansu 0.6.0 defect: a member leaving (LeaveGroup, as consumer.close() sends on SIGTERM) while another "
+    "member's JoinGroup is pending kills the group id for good: the members are revoked and never assigned "
+    "again (> 400 s), and neither rejoining nor a brand-new lone member with the same group.id gets an "
+    "assignment (measured in a 4-consumer script). max.poll.interval.ms and static membership "
+    "(group.instance.id) do not help. The leader SIGKILLed at the same moment recovers in 4-6 s. "
+    "Apache Kafka handles this case; the test stays to show the defect if a newer broker fixes it"))
 def test_the_leader_leaving_while_another_member_joins_does_not_stall_the_group(
     database_url: str, bootstrap_servers: str, engine: Engine, tmp_path: Path
 ) -> None:
     """The first member (the group leader) and a second one are stable; a
     third starts, and while its join is in progress the leader is stopped
     gracefully (SIGTERM, as an orchestrator scaling down does). The group must
-    settle on the two members left and answer REST requests well within the
+    settle on the two members left and answer every REST request within the
     reply timeout: a rebalance costs about session.timeout / 2 (1.5 s here)."""
     load(engine, world())
     settings = unique_settings(database_url, bootstrap_servers, reply_timeout_s=6.0)

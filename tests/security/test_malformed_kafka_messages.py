@@ -37,7 +37,7 @@ pytestmark = pytest.mark.e2e
 NOW = "2026-11-28T10:00:00Z"
 DLQ_HEADERS = {"dlq.original.topic", "dlq.original.partition", "dlq.original.offset", "dlq.error.type",
                "dlq.error.message", "dlq.attempts"}
-HUGE = 900_000  # about 1 MB, within what a default-configured producer may send (see the xfail below)
+HUGE = 900_000  # about 1 MB, within what a default-configured producer may send
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,12 @@ QUESTION_EVENT_POISONS = [
     Poison("occurred-at-not-a-time", deletion(occurred_at="yesterday")),
     Poison("occurred-at-without-zone", deletion(occurred_at="2026-11-28T10:00:00")),
     Poison("question-is-a-list", upsert([101])),
-    # Decodable, but the handler refuses it: three attempts, then the DLQ.
-    Poison("question-without-skill", upsert({k: v for k, v in question(9901).items() if k != "skill"}), "3"),
-    Poison("question-qid-string", upsert({**question(9902), "qid": "9902"}), "3"),
+    # A question the import rules refuse is a bad message: the DLQ at once.
+    Poison("question-without-skill", upsert({k: v for k, v in question(9901).items() if k != "skill"})),
+    Poison("question-qid-string", upsert({**question(9902), "qid": "9902"})),
+    Poison("question-content-nul", upsert({**question(9904), "content": {"text": "nul \u0000 inside"}})),
+    # Decodable, but the database refuses it: three attempts, then the DLQ.
     Poison("question-unknown-owner", upsert(question(9903, company_id=424242)), "3"),
-    Poison("question-content-nul", upsert({**question(9904), "content": {"text": "nul \u0000 inside"}}), "3"),
 ]
 
 REQUEST_POISONS = [
@@ -307,12 +308,6 @@ def wait_processed(engine: Engine, ids: list[str], seconds: float) -> bool:
         return False
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG consumer/worker.py Worker.publish/dead_letter: a record the broker accepted (a default-configured "
-    "producer may send a value of up to ~999,960 bytes) cannot be dead-lettered: the DLQ copy carries six "
-    "more headers, exceeds the worker producer's message.max.bytes (1,000,000), produce() fails with "
-    "MSG_SIZE_TOO_LARGE on every try and publish() retries it forever: the consumer never stores another "
-    "offset, and every record behind it, on every partition it owns, waits"))
 def test_a_record_near_the_size_limit_is_dead_lettered_and_does_not_block(
     isolated: dict[str, Isolated], session_engine: Engine
 ) -> None:
@@ -330,12 +325,6 @@ def test_a_record_near_the_size_limit_is_dead_lettered_and_does_not_block(
     assert [r.headers["dlq.original.offset"] for r in dead] == [str(poison.offset)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG consumer/handlers.py reply_message + consumer/worker.py Worker.publish: the reply goes to whatever "
-    "topic the request's reply_to header names; when that is not a valid topic ('bad topic name!', 300 "
-    "characters, non-UTF-8) produce() fails with _UNKNOWN_TOPIC on every try and publish() retries it "
-    "forever: one request from any producer on the request topic stops the consumer for good "
-    "(it should drop or dead-letter the undeliverable reply and move on)"))
 def test_a_request_with_an_invalid_reply_to_does_not_block_the_consumer(
     isolated: dict[str, Isolated], session_engine: Engine
 ) -> None:

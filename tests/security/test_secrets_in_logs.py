@@ -154,12 +154,6 @@ def test_debug_logs_hold_no_api_key_and_no_question_content(debug_service: Debug
     assert " DEBUG " in service.api.log(), "the API process really logs at DEBUG"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG shared/db.py make_engine: engines are created without hide_parameters=True, so a failing statement's "
-    "SQLAlchemy error text carries its bound parameters; consumer/worker.py Worker.handle logs it with "
-    "log.exception (ERROR, at any LOG_LEVEL) and _give_up logs and dead-letters str(exc): a question.upserted "
-    "event the database refuses (here a \\u0000 in content) writes the question's whole content, answer key "
-    "included, into the consumer log (4 times) and into the dlq.error.message header"))
 def test_a_refused_question_event_does_not_write_its_content_to_the_log(
     debug_service: DebugService, world: Engine
 ) -> None:
@@ -175,11 +169,6 @@ def test_a_refused_question_event_does_not_write_its_content_to_the_log(
     assert leaked == [], f"the consumer log holds the refused question's content: {leaked}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG consumer/worker.py Worker._give_up: the 500 reply is 'Error refreshing assessment data: ' + str(exc); "
-    "for a database error that is SQLAlchemy's full text, so the API caller receives the SQL statement "
-    "('[SQL: UPDATE assessment_slots s SET ...]') and its bound parameters ('[parameters: ...]'): internal "
-    "details an API client should not see (the database's own message would be enough)"))
 def test_a_500_does_not_show_sql_to_the_caller(debug_service: DebugService, world: Engine) -> None:
     name = f"refuse_{TAG}"
     with world.begin() as conn:
