@@ -31,11 +31,11 @@ _UPSERT_QUESTIONS = text(
     INSERT INTO questions AS q
         (qid, company_id, type, skill, difficulty, content, deleted, deleted_at, event_time)
     SELECT v.qid, v.company_id, v.type, v.skill, v.difficulty, v.content, v.deleted,
-           CASE WHEN v.deleted THEN now() END, CAST(:event_time AS timestamptz)
+           CASE WHEN v.deleted THEN now() END, v.event_time
     FROM unnest(CAST(:qids AS bigint[]), CAST(:company_ids AS bigint[]), CAST(:types AS text[]),
                 CAST(:skills AS text[]), CAST(:difficulties AS text[]), CAST(:contents AS jsonb[]),
-                CAST(:deleted AS boolean[]))
-         AS v(qid, company_id, type, skill, difficulty, content, deleted)
+                CAST(:deleted AS boolean[]), CAST(:event_times AS timestamptz[]))
+         AS v(qid, company_id, type, skill, difficulty, content, deleted, event_time)
     ON CONFLICT (qid) DO UPDATE SET
         company_id = EXCLUDED.company_id,
         type = EXCLUDED.type,
@@ -53,6 +53,7 @@ _UPSERT_QUESTIONS = text(
               IS DISTINCT FROM (EXCLUDED.company_id, EXCLUDED.type, EXCLUDED.skill, EXCLUDED.difficulty))
       -- an event older than what the question reflects (a replay) changes nothing
       AND (q.event_time IS NULL OR EXCLUDED.event_time IS NULL OR EXCLUDED.event_time >= q.event_time)
+    RETURNING q.qid
     """
 )
 
@@ -63,8 +64,17 @@ def upsert_questions(
     """Insert or update questions in one statement; returns how many rows changed.
 
     ``event_time`` is the upstream event's occurred_at (None for file loads)."""
+    return len(upsert_changed(conn, questions, [event_time] * len(questions)))
+
+
+def upsert_changed(
+    conn: Connection, questions: Sequence[QuestionData], event_times: Sequence[datetime | None]
+) -> list[int]:
+    """Upsert questions, each with its own event time, in one statement; the
+    qids of the rows that changed. At most one entry per qid (PostgreSQL cannot
+    update a row twice in one statement)."""
     if not questions:
-        return 0
+        return []
     result = conn.execute(
         _UPSERT_QUESTIONS,
         {
@@ -75,10 +85,10 @@ def upsert_questions(
             "difficulties": [q.difficulty for q in questions],
             "contents": [json.dumps(q.content) for q in questions],
             "deleted": [q.deleted for q in questions],
-            "event_time": event_time,
+            "event_times": list(event_times),
         },
     )
-    return result.rowcount
+    return list(result.scalars())
 
 
 class Deletion(Enum):

@@ -29,6 +29,46 @@ def find(conn: Connection, message_id: str) -> StoredResult | None:
     return None if row is None else StoredResult(row.status, row.reply, row.events, row.published)
 
 
+def find_many(conn: Connection, message_ids: list[str]) -> dict[str, StoredResult]:
+    rows = conn.execute(
+        text("SELECT message_id, status, reply, events, published FROM processed_messages WHERE message_id = ANY(:ids)"),
+        {"ids": message_ids},
+    )
+    return {row.message_id: StoredResult(row.status, row.reply, row.events, row.published) for row in rows}
+
+
+def record_many(
+    conn: Connection, kind: str, results: dict[str, StoredResult], *, overwrite: bool = False
+) -> bool:
+    """``record`` for many ids in one statement; False if any was already there."""
+    if not results:
+        return True
+    conflict = (
+        "DO UPDATE SET status = EXCLUDED.status, reply = EXCLUDED.reply, "
+        "events = EXCLUDED.events, published = false, processed_at = now()"
+        if overwrite
+        else "DO NOTHING"
+    )
+    ids = list(results)
+    inserted = conn.execute(
+        text(
+            "INSERT INTO processed_messages (message_id, kind, company_id, status, reply, events) "
+            "SELECT v.id, :kind, NULL, v.status, v.reply, v.events FROM unnest("
+            "CAST(:ids AS text[]), CAST(:statuses AS smallint[]), CAST(:replies AS jsonb[]), "
+            "CAST(:events AS jsonb[])) AS v(id, status, reply, events) "
+            f"ON CONFLICT (message_id) {conflict} RETURNING message_id"
+        ),
+        {
+            "kind": kind,
+            "ids": ids,
+            "statuses": [results[i].status for i in ids],
+            "replies": [json.dumps(results[i].reply) for i in ids],
+            "events": [json.dumps(results[i].events) for i in ids],
+        },
+    ).all()
+    return len(inserted) == len(ids)
+
+
 def record(
     conn: Connection,
     message_id: str,

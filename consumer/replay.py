@@ -150,7 +150,9 @@ def _replay(
     until_ms = _ms(until) if until else None
     with tqdm(total=sum(p.count for p in plans), unit="msg", disable=quiet, desc=topic) as bar:
         while remaining:
-            batch = consumer.consume(num_messages=500, timeout=1.0)
+            # As in the live loop: wait for one record, take what is fetched.
+            first = consumer.poll(1.0)
+            batch = [] if first is None else [first, *consumer.consume(num_messages=999, timeout=0)]
             records: list[Message] = []
             next_offsets: dict[int, int] = {}
             for msg in batch:

@@ -22,13 +22,16 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError,
 from consumer import faults
 from consumer.dead_letters import DLQ_SUFFIX, dead_letter, original_topic, truncated
 from consumer.handlers import DuplicateInFlight, Handled, Handlers, Outgoing, error_reply
+from consumer.bank import QuestionData
 from consumer.inbox import mark_published
+from consumer.loader import LoadError, parse_question
 from consumer.refresh_store import ConcurrentBankChange
 from consumer.topics import consumed_topics, service_topics
 from shared.kafka import consumer_config, ensure_topics, producer_config
 from shared.messages import (
     HEADER_CORRELATION_ID,
     HEADER_REPLY_TO,
+    QUESTION_UPSERTED,
     MessageError,
     QuestionEvent,
     RefreshRequested,
@@ -133,14 +136,58 @@ class Worker:
             out.append(self.handlers.reply_message(header(msg.headers(), HEADER_REPLY_TO), reply))
         return Handled(out)
 
+    def _as_upsert(self, msg: Message) -> tuple[QuestionEvent, QuestionData] | None:
+        """A valid question.upserted record, checked; None for anything else
+        (which the one-by-one path handles, dead-lettering what is bad)."""
+        if msg.error() is not None or original_topic(msg) != self.settings.question_events_topic:
+            return None
+        try:
+            event = QuestionEvent.from_json(msg.value())
+            if event.type != QUESTION_UPSERTED:
+                return None
+            return event, parse_question(event.question, f"event {event.event_id}")
+        except (MessageError, LoadError):
+            return None
+
+    def handle_upserts(self, run: list[tuple[Message, QuestionEvent, QuestionData]]) -> list[Handled]:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                handled = self.handlers.question_upserts([(e, q) for _, e, q in run], replay=self.replay)
+                faults.crash_point("after_db_commit")
+                return handled
+            except TRANSIENT as exc:
+                self.stats.retries += 1
+                log.warning("transient failure on %d question events, retrying: %s", len(run), public_message(exc))
+                self._sleep(backoff(attempt))
+            except Exception:  # noqa: BLE001 - find the culprit: one by one, with retries and the DLQ
+                log.warning("a run of %d question events failed; handling them one by one", len(run))
+                return [self.handle(msg) for msg, _, _ in run]
+
     def _sleep(self, seconds: float) -> None:
         """Back off; a stop request ends the wait and the unfinished batch."""
         if self.stopping.wait(seconds):
             raise Stopping
 
     def handle_batch(self, records: list[Message]) -> None:
-        """Handle, publish, then mark published; the caller stores offsets after."""
-        handled = [self.handle(msg) for msg in records]
+        """Handle, publish, then mark published; the caller stores offsets after.
+
+        Consecutive question.upserted records are handled as one set-based run
+        (replays read them by the hundred thousand); everything else one by one."""
+        handled: list[Handled] = []
+        run: list[tuple[Message, QuestionEvent, QuestionData]] = []
+        for msg in records:
+            upsert = self._as_upsert(msg)
+            if upsert is not None:
+                run.append((msg, *upsert))
+                continue
+            if run:
+                handled += self.handle_upserts(run)
+                run = []
+            handled.append(self.handle(msg))
+        if run:
+            handled += self.handle_upserts(run)
         self.publish([out for h in handled for out in h.outgoing])
         self.retrying(lambda: mark_published(self.handlers.engine, [h.inbox_id for h in handled if h.inbox_id]))
 
