@@ -19,7 +19,8 @@ H_ERROR_TYPE = "dlq.error.type"
 H_ERROR_MESSAGE = "dlq.error.message"
 H_ATTEMPTS = "dlq.attempts"
 H_VALUE_DROPPED = "dlq.value.dropped.bytes"
-_OWN = {H_TOPIC, H_PARTITION, H_OFFSET, H_ERROR_TYPE, H_ERROR_MESSAGE, H_ATTEMPTS, H_VALUE_DROPPED}
+H_REPLAY_ID = "dlq.replay.id"
+_OWN = {H_TOPIC, H_PARTITION, H_OFFSET, H_ERROR_TYPE, H_ERROR_MESSAGE, H_ATTEMPTS, H_VALUE_DROPPED, H_REPLAY_ID}
 
 
 def dlq_topic(topic: str) -> str:
@@ -31,9 +32,12 @@ def original_topic(msg: Message) -> str:
     return header(msg.headers(), H_TOPIC) or msg.topic()
 
 
-def dead_letter(msg: Message, error: BaseException, attempts: int, reason: str | None = None) -> Outgoing:
+def dead_letter(
+    msg: Message, error: BaseException, attempts: int, reason: str | None = None, *, replay_id: str | None = None
+) -> Outgoing:
     """The DLQ copy of ``msg``; ``reason`` is the error text to record (the
-    caller's sanitized message; by default ``str(error)``)."""
+    caller's sanitized message; by default ``str(error)``); ``replay_id``
+    names the replay that dead-lettered it, if one did."""
     source = original_topic(msg)
     kept: Headers = [(k, v) for k, v in (msg.headers() or []) if k not in _OWN]
     # A record replayed from a DLQ keeps its first origin, so it goes back to
@@ -48,6 +52,8 @@ def dead_letter(msg: Message, error: BaseException, attempts: int, reason: str |
         (H_ERROR_MESSAGE, (reason if reason is not None else str(error))[:1000].encode("utf-8", "replace")),
         (H_ATTEMPTS, str(attempts).encode()),
     ]
+    if replay_id is not None:
+        kept.append((H_REPLAY_ID, replay_id.encode()))
     return Outgoing(dlq_topic(source), msg.key(), msg.value() or b"", kept)
 
 

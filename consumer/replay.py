@@ -27,8 +27,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from sqlalchemy import Engine
 from tqdm import tqdm
 
+from consumer.dead_letters import H_REPLAY_ID
 from consumer.worker import Worker
 from shared.kafka import consumer_config
+from shared.messages import header
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -162,8 +164,12 @@ def _replay(
                         raise KafkaException(err)
                     remaining.discard(msg.partition())
                     continue
-                summary.read += 1
                 next_offsets[msg.partition()] = msg.offset() + 1
+                if header(msg.headers(), H_REPLAY_ID) == worker.replay_id:
+                    # Dead-lettered back into this topic by this very replay: the
+                    # next replay (after the next fix) takes it, not this one.
+                    continue
+                summary.read += 1
                 stamp = msg.timestamp()[1]
                 if (since_ms is not None and stamp < since_ms) or (until_ms is not None and stamp > until_ms):
                     summary.skipped_by_time += 1

@@ -36,6 +36,7 @@ from shared.messages import (
     QuestionEvent,
     RefreshRequested,
     header,
+    new_id,
 )
 from shared.settings import Settings
 
@@ -83,6 +84,9 @@ class Worker:
         self.settings = settings
         self.handlers = Handlers(engine, settings)
         self.replay = replay
+        # Stamped on what a replay dead-letters, so that replaying a DLQ does
+        # not read back, and fail again on, what it wrote there itself.
+        self.replay_id = new_id() if replay else None
         self.stats = Stats()
         self.stopping = threading.Event()
         self.producer = Producer(producer_config(settings, **{"message.timeout.ms": 10000}))
@@ -128,7 +132,7 @@ class Worker:
         self.stats.dead_lettered += 1
         reason = public_message(exc)
         log.error("dead-lettering %s [%d] @%d after %d attempt(s): %s", msg.topic(), msg.partition(), msg.offset(), attempts, reason)
-        out = [dead_letter(msg, exc, attempts, reason)]
+        out = [dead_letter(msg, exc, attempts, reason, replay_id=self.replay_id)]
         correlation_id = header(msg.headers(), HEADER_CORRELATION_ID)
         if original_topic(msg) == self.settings.request_topic and correlation_id and not self.replay:
             reason = f"Error refreshing assessment data: {reason}"
