@@ -124,20 +124,44 @@ class Handlers:
     ) -> Handled:
         """Refresh and answer. On replay, re-run the refresh (no stored-reply
         shortcut) and publish result events, but send no reply: the caller is gone."""
+        return self.refresh_requests([(request, reply_to)], replay=replay)[0]
+
+    def refresh_requests(
+        self, items: Sequence[tuple[RefreshRequested, str | None]], *, replay: bool = False
+    ) -> list[Handled]:
+        """Refresh and answer a run of requests in one transaction.
+
+        Each refresh is planned and applied on its own (a 403 changes nothing);
+        the inbox lookup, the inbox insert and the commit are shared by the run,
+        which is what bounds a busy consumer's throughput (requests queued for
+        one company are served one after another). A failure anywhere undoes
+        the whole run; the caller retries it, or handles its records one by one."""
         with self.engine.begin() as conn:
-            stored = None if replay else inbox.find(conn, request.request_id)
-            if stored is None:
-                stored = self._refresh(conn, request)
-                if not inbox.record(conn, request.request_id, "refresh.request", request.company_id, stored, overwrite=replay):
-                    raise DuplicateInFlight(request.request_id)
-        # The reply is always (re)sent: a caller may still wait for it. Events only
-        # until they are known to be delivered, so downstream sees each once.
-        events = [] if stored.published else self._events(stored.events, request.request_id)
-        out = list(events)
-        if not replay:
-            out.append(self.reply_message(reply_to, RefreshReply(request.request_id, stored.status, stored.reply)))
-        # Marked published after delivery only when there were events to publish.
-        return Handled(out, request.request_id if events else None)
+            stored = {} if replay else inbox.find_many(conn, [request.request_id for request, _ in items])
+            fresh: dict[str, inbox.StoredResult] = {}
+            owners: dict[str, int] = {}
+            for request, _ in items:
+                request_id = request.request_id
+                if request_id not in stored and request_id not in fresh:
+                    fresh[request_id] = self._refresh(conn, request)
+                    owners[request_id] = request.company_id
+            if not inbox.record_many(conn, "refresh.request", fresh, owners, overwrite=replay):
+                raise DuplicateInFlight(f"one of {len(fresh)} requests")
+        results = {**stored, **fresh}
+        handled, events_sent = [], set()
+        for request, reply_to in items:
+            request_id = request.request_id
+            result = results[request_id]
+            # The reply is always (re)sent: a caller may still wait for it. Events
+            # only until they are known to be delivered, so downstream sees each once.
+            events = [] if result.published or request_id in events_sent else self._events(result.events, request_id)
+            events_sent.add(request_id)
+            out = list(events)
+            if not replay:
+                out.append(self.reply_message(reply_to, RefreshReply(request_id, result.status, result.reply)))
+            # Marked published after delivery only when there were events to publish.
+            handled.append(Handled(out, request_id if events else None))
+        return handled
 
     def _refresh(self, conn: Connection, request: RefreshRequested) -> inbox.StoredResult:
         try:

@@ -38,7 +38,12 @@ def find_many(conn: Connection, message_ids: list[str]) -> dict[str, StoredResul
 
 
 def record_many(
-    conn: Connection, kind: str, results: dict[str, StoredResult], *, overwrite: bool = False
+    conn: Connection,
+    kind: str,
+    results: dict[str, StoredResult],
+    company_ids: dict[str, int] | None = None,
+    *,
+    overwrite: bool = False,
 ) -> bool:
     """``record`` for many ids in one statement; False if any was already there."""
     if not results:
@@ -53,14 +58,15 @@ def record_many(
     inserted = conn.execute(
         text(
             "INSERT INTO processed_messages (message_id, kind, company_id, status, reply, events) "
-            "SELECT v.id, :kind, NULL, v.status, v.reply, v.events FROM unnest("
-            "CAST(:ids AS text[]), CAST(:statuses AS smallint[]), CAST(:replies AS jsonb[]), "
-            "CAST(:events AS jsonb[])) AS v(id, status, reply, events) "
+            "SELECT v.id, :kind, v.company_id, v.status, v.reply, v.events FROM unnest("
+            "CAST(:ids AS text[]), CAST(:company_ids AS bigint[]), CAST(:statuses AS smallint[]), "
+            "CAST(:replies AS jsonb[]), CAST(:events AS jsonb[])) AS v(id, company_id, status, reply, events) "
             f"ON CONFLICT (message_id) {conflict} RETURNING message_id"
         ),
         {
             "kind": kind,
             "ids": ids,
+            "company_ids": [(company_ids or {}).get(i) for i in ids],
             "statuses": [results[i].status for i in ids],
             "replies": [json.dumps(results[i].reply) for i in ids],
             "events": [json.dumps(results[i].events) for i in ids],

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from itertools import groupby
+from typing import Any
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +24,6 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError,
 from consumer import faults
 from consumer.dead_letters import DLQ_SUFFIX, dead_letter, original_topic, truncated
 from consumer.handlers import DuplicateInFlight, Handled, Handlers, Outgoing, error_reply
-from consumer.bank import QuestionData
 from consumer.inbox import mark_published
 from consumer.loader import LoadError, parse_question
 from consumer.refresh_store import ConcurrentBankChange
@@ -58,6 +59,10 @@ MISSING_TOPIC_ERRORS = {KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_P
 # A reply to a topic that does not exist (a caller long gone, a broker that lost
 # it) is given up after this many rounds; our own topics are recreated instead.
 MAX_MISSING_TOPIC_ROUNDS = 10
+
+
+RUN_UPSERTS = "question.upserted"
+RUN_REQUESTS = "refresh.requests"
 
 
 class Stopping(Exception):
@@ -140,35 +145,6 @@ class Worker:
             out.append(self.handlers.reply_message(header(msg.headers(), HEADER_REPLY_TO), reply))
         return Handled(out)
 
-    def _as_upsert(self, msg: Message) -> tuple[QuestionEvent, QuestionData] | None:
-        """A valid question.upserted record, checked; None for anything else
-        (which the one-by-one path handles, dead-lettering what is bad)."""
-        if msg.error() is not None or original_topic(msg) != self.settings.question_events_topic:
-            return None
-        try:
-            event = QuestionEvent.from_json(msg.value())
-            if event.type != QUESTION_UPSERTED:
-                return None
-            return event, parse_question(event.question, f"event {event.event_id}")
-        except (MessageError, LoadError):
-            return None
-
-    def handle_upserts(self, run: list[tuple[Message, QuestionEvent, QuestionData]]) -> list[Handled]:
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                handled = self.handlers.question_upserts([(e, q) for _, e, q in run], replay=self.replay)
-                faults.crash_point("after_db_commit")
-                return handled
-            except TRANSIENT as exc:
-                self.stats.retries += 1
-                log.warning("transient failure on %d question events, retrying: %s", len(run), public_message(exc))
-                self._sleep(backoff(attempt))
-            except Exception:  # noqa: BLE001 - find the culprit: one by one, with retries and the DLQ
-                log.warning("a run of %d question events failed; handling them one by one", len(run))
-                return [self.handle(msg) for msg, _, _ in run]
-
     def _sleep(self, seconds: float) -> None:
         """Back off; a stop request ends the wait and the unfinished batch."""
         if self.stopping.wait(seconds):
@@ -177,23 +153,54 @@ class Worker:
     def handle_batch(self, records: list[Message]) -> None:
         """Handle, publish, then mark published; the caller stores offsets after.
 
-        Consecutive question.upserted records are handled as one set-based run
-        (replays read them by the hundred thousand); everything else one by one."""
+        Consecutive records of one kind are handled as a run in one transaction:
+        question.upserted records (replays read them by the hundred thousand)
+        and refresh requests (a busy consumer shares one commit among them).
+        Anything else, and anything that does not decode, goes one by one."""
         handled: list[Handled] = []
-        run: list[tuple[Message, QuestionEvent, QuestionData]] = []
-        for msg in records:
-            upsert = self._as_upsert(msg)
-            if upsert is not None:
-                run.append((msg, *upsert))
-                continue
-            if run:
-                handled += self.handle_upserts(run)
-                run = []
-            handled.append(self.handle(msg))
-        if run:
-            handled += self.handle_upserts(run)
+        for kind, group in groupby(((self._run_kind(msg), msg) for msg in records), key=lambda pair: pair[0][0]):
+            run = [(msg, payload) for (_, payload), msg in group]
+            if kind == RUN_UPSERTS:
+                handled += self.handle_run(run, self.handlers.question_upserts)
+            elif kind == RUN_REQUESTS:
+                handled += self.handle_run(run, self.handlers.refresh_requests)
+            else:
+                handled += [self.handle(msg) for msg, _ in run]
         self.publish([out for h in handled for out in h.outgoing])
         self.retrying(lambda: mark_published(self.handlers.engine, [h.inbox_id for h in handled if h.inbox_id]))
+
+    def _run_kind(self, msg: Message) -> tuple[str | None, Any]:
+        """Which run a record can join, with its decoded payload; (None, None)
+        for anything the one-by-one path must see (it dead-letters what is bad)."""
+        if msg.error() is not None:
+            return None, None
+        topic = original_topic(msg)
+        try:
+            if topic == self.settings.request_topic:
+                return RUN_REQUESTS, (RefreshRequested.from_json(msg.value()), header(msg.headers(), HEADER_REPLY_TO))
+            if topic == self.settings.question_events_topic:
+                event = QuestionEvent.from_json(msg.value())
+                if event.type == QUESTION_UPSERTED:
+                    return RUN_UPSERTS, (event, parse_question(event.question, f"event {event.event_id}"))
+        except (MessageError, LoadError):
+            pass
+        return None, None
+
+    def handle_run(self, run: list[tuple[Message, Any]], handle_all: Callable[..., list[Handled]]) -> list[Handled]:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                handled = handle_all([payload for _, payload in run], replay=self.replay)
+                faults.crash_point("after_db_commit")
+                return handled
+            except TRANSIENT as exc:
+                self.stats.retries += 1
+                log.warning("transient failure on a run of %d records, retrying: %s", len(run), public_message(exc))
+                self._sleep(backoff(attempt))
+            except Exception:  # noqa: BLE001 - find the culprit: one by one, with retries and the DLQ
+                log.warning("a run of %d records failed; handling them one by one", len(run))
+                return [self.handle(msg) for msg, _ in run]
 
     def retrying(self, action: Callable[[], None]) -> None:
         attempt = 0
