@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from producer_api import async_requests
-from producer_api.auth import admit_key, company_of_key
+from producer_api.auth import KeyCache, admit_key, company_of_key
 from producer_api.dispatch import publish_request
 from producer_api.errors import EXCEPTION_HANDLERS, error
 from producer_api.openapi import docs_routes
@@ -41,6 +41,7 @@ class Services:
     publisher: RequestPublisher
     waiter: ReplyWaiter
     limiter: RateLimiter
+    keys: KeyCache = field(default_factory=lambda: KeyCache(0))
 
 
 class BodyTooLarge(Exception):
@@ -116,7 +117,7 @@ async def refresh_assessments(request: Request) -> JSONResponse:
         body = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
         return error(413, f"Request body exceeds {settings.max_body_bytes} bytes")
-    company_id = await company_of_key(services.engine, key)
+    company_id = await company_of_key(services.engine, key, services.keys)
     try:
         ids = parse_assessment_ids(body, settings.max_assessment_ids)
     except BadRequest as exc:
@@ -184,7 +185,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         publisher = RequestPublisher(settings, loop)
         try:
             limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-            yield {"services": Services(settings, engine, publisher, waiter, limiter)}
+            keys = KeyCache(settings.api_key_cache_s)
+            yield {"services": Services(settings, engine, publisher, waiter, limiter, keys)}
         finally:
             publisher.close()
             waiter.stop()

@@ -130,7 +130,7 @@ async def refresh_request_status(request: Request) -> JSONResponse:
     """
     services: Services = request.state.services
     key = admit_key(request, services.limiter)
-    company_id = await company_of_key(services.engine, key)
+    company_id = await company_of_key(services.engine, key, services.keys)
     request_id: str = request.path_params["request_id"]
     if len(request_id) > MAX_REQUEST_ID_CHARS or "\x00" in request_id:
         return unknown_request()

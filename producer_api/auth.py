@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,7 +39,40 @@ def admit_key(request: Request, limiter: RateLimiter) -> str:
     return key
 
 
-async def company_of_key(engine: Engine, key: str) -> int:
+class KeyCache:
+    """Valid keys seen in the last ``ttl_s`` seconds, by hash, with their company.
+
+    Saves a database round trip (and a thread hop) per request; the price is
+    that a revoked key keeps working for up to ``ttl_s`` on a replica that saw
+    it. Unknown keys are never cached: a key created a moment ago works at once.
+    """
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._entries: dict[str, tuple[int, float]] = {}
+
+    def get(self, key_hash: str) -> int | None:
+        entry = self._entries.get(key_hash)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key_hash: str, company_id: int) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._entries) >= MAX_CACHED_KEYS:
+            self._entries.clear()  # bounded memory; the next lookups refill it
+        self._entries[key_hash] = (company_id, time.monotonic() + self.ttl_s)
+
+
+MAX_CACHED_KEYS = 10_000
+
+
+async def company_of_key(engine: Engine, key: str, cache: KeyCache | None = None) -> int:
+    key_hash = hash_key(key)
+    cached = cache.get(key_hash) if cache is not None else None
+    if cached is not None:
+        return cached
     try:
         company_id = await run_in_threadpool(_lookup, engine, key)
     except SQLAlchemyError:
@@ -46,6 +80,8 @@ async def company_of_key(engine: Engine, key: str) -> int:
         raise HTTPException(503, "Database unavailable, try again later") from None
     if company_id is None:
         raise HTTPException(401, INVALID_KEY)
+    if cache is not None:
+        cache.put(key_hash, company_id)
     return company_id
 
 

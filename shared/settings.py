@@ -29,6 +29,9 @@ class Settings:
     # Per API key and API process; 0 turns rate limiting off.
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 40
+    # How long an API process trusts a valid key without asking the database
+    # (a revoked key works that long on a replica that saw it); 0 = always ask.
+    api_key_cache_s: float = 5.0
     # Tansu pauses a join for about session.timeout.ms / 2 (DESIGN.md section 7).
     kafka_session_timeout_ms: int = 6000
     # Latency vs. broker cost: Tansu answers an empty fetch after this wait.

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import secrets
 import subprocess
 import sys
@@ -73,7 +74,7 @@ class DebugService:
 @pytest.fixture(scope="module")
 def debug_service(database_url: str, bootstrap_servers: str, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[DebugService]:
-    settings = unique_settings(database_url, bootstrap_servers, log_level="DEBUG")
+    settings = unique_settings(database_url, bootstrap_servers, log_level="DEBUG", api_key_cache_s=1.0)
     log_dir = tmp_path_factory.mktemp("debug-logs")
     consumer = start_consumer(settings, log_dir, name="consumer-debug")
     try:
@@ -220,6 +221,8 @@ def test_keys_create_prints_a_working_key_once_and_revoke_disables_it(
 
     revoked = cli(database_url, "keys", "revoke", key)
     assert revoked.returncode == 0 and revoked.stdout.strip() == "revoked", revoked.stderr
+    # An API process trusts a key it has seen for API_KEY_CACHE_S (1 s here).
+    time.sleep(debug_service.settings.api_key_cache_s + 0.2)
     after = post(debug_service, {"apiKey": key}, json.dumps({"assessment_ids": [21]}).encode())
     assert (after.status_code, after.json()) == (401, {"error": "Invalid or missing API key"})
     again = cli(database_url, "keys", "revoke", key)
