@@ -41,12 +41,16 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from consumer.loader import LoadError, load_world, read_world
     from shared.db import make_engine
 
     try:
         world = read_world(Path(args.file))
-        summary = load_world(make_engine(_settings().database_url), world, args.file)
+        total = len(world.questions) + len(world.assessments)
+        with tqdm(total=total, unit="rec", desc=f"loading {args.file}", disable=args.quiet or not total) as bar:
+            summary = load_world(make_engine(_settings().database_url), world, args.file, bar.update)
     except LoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         print("nothing was imported", file=sys.stderr)
@@ -125,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
     load = sub.add_parser("load", help="import companies, API keys, questions and assessments from JSON")
     load.add_argument("file")
+    load.add_argument("--quiet", action="store_true", help="no progress bar (the summary line stays)")
     load.set_defaults(func=cmd_load)
     keys = sub.add_parser("keys", help="create or revoke API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, text
 
 from consumer.bank import QuestionData, upsert_questions
 from shared.apikeys import add_key
 
+
+T = TypeVar("T")
 
 # Positions are stored as smallint; real assessments are far smaller.
 MAX_SECTIONS = 1000
@@ -228,13 +231,26 @@ def read_world(path: Path) -> World:
     return parse_world(document, str(path))
 
 
-def load_world(engine: Engine, world: World, source: str = "<input>") -> LoadSummary:
-    """Write a checked world in one transaction."""
+# Rows per statement: big enough to stay set-based, small enough for a progress bar to move.
+QUESTIONS_PER_CHUNK = 5000
+ASSESSMENTS_PER_CHUNK = 1000
+
+
+def load_world(
+    engine: Engine, world: World, source: str = "<input>", progress: Callable[[int], object] | None = None
+) -> LoadSummary:
+    """Write a checked world in one transaction; ``progress(n)`` is told each
+    time n more questions or assessments are written."""
     with engine.begin() as conn:
-        return _write(conn, world, source)
+        return _write(conn, world, source, progress or (lambda _n: None))
 
 
-def _write(conn: Connection, world: World, source: str) -> LoadSummary:
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _write(conn: Connection, world: World, source: str, progress: Callable[[int], object]) -> LoadSummary:
     if world.companies:
         conn.execute(
             text("INSERT INTO companies (id, name) VALUES (:id, :name) ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name"),
@@ -244,8 +260,13 @@ def _write(conn: Connection, world: World, source: str) -> LoadSummary:
     for company in world.companies:
         for key in company.api_keys:
             add_key(conn, company.id, key)
-    changed = upsert_questions(conn, world.questions)
-    created = _create_assessments(conn, world.assessments)
+    changed = created = 0
+    for questions in _chunks(world.questions, QUESTIONS_PER_CHUNK):
+        changed += upsert_questions(conn, questions)
+        progress(len(questions))
+    for assessments in _chunks(world.assessments, ASSESSMENTS_PER_CHUNK):
+        created += _create_assessments(conn, assessments)
+        progress(len(assessments))
     return LoadSummary(
         companies=len(world.companies),
         api_keys=sum(len(x.api_keys) for x in world.companies),

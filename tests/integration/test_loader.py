@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from consumer.loader import LoadError, LoadSummary, load_world, read_world
+from consumer.loader import LoadError, LoadSummary, load_world, parse_world, read_world
 from shared.apikeys import company_for_key
 from tests.worlds import question
 
@@ -453,10 +453,10 @@ def test_missing_file_is_a_load_error_naming_it(engine: Engine, tmp_path: Path) 
 # -- the real command line -------------------------------------------------------
 
 
-def _cli(database_url: str, path: Path) -> subprocess.CompletedProcess[str]:
+def _cli(database_url: str, path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url}
     return subprocess.run(
-        [VENV_PYTHON, "-m", "assessment_refresh.cli", "load", str(path)],
+        [VENV_PYTHON, "-m", "assessment_refresh.cli", "load", str(path), *flags],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )
 
@@ -484,3 +484,25 @@ def test_cli_load_good_and_bad_file(engine: Engine, database_url: str, tmp_path:
     assert f"error: {bad}: $.assessments[0].sections[1].qids[1]: unknown question 104" in done.stderr
     assert "nothing was imported" in done.stderr
     assert dump(engine) == loaded
+
+
+def test_cli_load_shows_progress_unless_quiet(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    good = write(tmp_path, section6_world(), "good.json")
+    shown = _cli(database_url, good)
+    assert shown.returncode == 0, shown.stderr
+    # tqdm's last frame: all 6 records (4 questions + 2 assessments) written.
+    assert f"loading {good}: 100%" in shown.stderr and "6/6" in shown.stderr, shown.stderr
+    quiet = _cli(database_url, good, "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert quiet.stdout.startswith(f"loaded {good}: ")
+
+
+def test_a_world_larger_than_one_chunk_loads_whole(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    import consumer.loader as loader_module
+
+    monkeypatch.setattr(loader_module, "QUESTIONS_PER_CHUNK", 2)
+    monkeypatch.setattr(loader_module, "ASSESSMENTS_PER_CHUNK", 1)
+    seen: list[int] = []
+    summary = load_world(engine, parse_world(section6_world()), "chunks", seen.append)
+    assert seen == [2, 2, 1, 1]
+    assert (summary.questions_changed, summary.assessments_created) == (4, 2)
