@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"(scenario {number}: {time.perf_counter() - started:.0f} s)")
         engine.dispose()
     rows = targets(results)
-    results["targets"] = [dict(zip(["measurement", "value", "floor", "ratio", "target", "result"], r)) for r in rows]
+    results["targets"] = [dict(zip(["measurement", "value", "floor", "ratio", "target", "result"], r, strict=True)) for r in rows]
     results["meta"]["machine_at_end"] = env.machine_load()
     print(table("results against the issue's targets (floor: bare echo / in-process / soak start)",
                 ["measurement", "value", "floor", "ratio", "target", "result"], rows))

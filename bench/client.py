@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -21,7 +22,7 @@ class Run:
     last_error: str = ""
 
 
-def sequential(url: str, keys: list[str], body: dict, n: int) -> Run:
+def sequential(url: str, keys: list[str], body: dict[str, Any], n: int) -> Run:
     run = Run()
     with httpx.Client(base_url=url, timeout=60) as client:
         started = time.perf_counter()
@@ -33,13 +34,13 @@ def sequential(url: str, keys: list[str], body: dict, n: int) -> Run:
     return run
 
 
-def concurrent(url: str, keys: list[str], body: dict, n: int | None, in_flight: int,
+def concurrent(url: str, keys: list[str], body: dict[str, Any], n: int | None, in_flight: int,
                seconds: float | None = None) -> Run:
     """`n` requests, or as many as fit in `seconds`, with `in_flight` outstanding."""
     return asyncio.run(_concurrent(url, keys, body, n, in_flight, seconds))
 
 
-async def _concurrent(url: str, keys: list[str], body: dict, n: int | None, in_flight: int,
+async def _concurrent(url: str, keys: list[str], body: dict[str, Any], n: int | None, in_flight: int,
                       seconds: float | None) -> Run:
     run = Run()
     counter = itertools.count()
@@ -84,7 +85,7 @@ def _record(run: Run, t0: float, response: httpx.Response) -> None:
         run.last_error = f"{response.status_code} {response.text[:200]}"
 
 
-def warm_up(url: str, keys: list[str], body: dict, need_ok: int = 20, timeout: float = 60) -> None:
+def warm_up(url: str, keys: list[str], body: dict[str, Any], need_ok: int = 20, timeout: float = 60) -> None:
     """Until the consumer has joined its group and answers `need_ok` in a row."""
     deadline = time.monotonic() + timeout
     ok = 0

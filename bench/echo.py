@@ -69,7 +69,8 @@ class EchoClient:
     def run(self, n: int, in_flight: int, timeout: float = 30.0) -> Run:
         """Keep `in_flight` requests outstanding until `n` replies came back, on
         one thread: the cheapest Python can drive librdkafka."""
-        run, sent, tag = Run(), {}, uuid.uuid4().hex[:8]
+        run, tag = Run(), uuid.uuid4().hex[:8]
+        sent: dict[str, float] = {}
         issued, progress = 0, time.monotonic()
         started = time.perf_counter()
         while len(run.latencies) < n:

@@ -35,8 +35,8 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
     cells = [[_fmt(c) for c in row] for row in [header, *rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     line = "  ".join("-" * w for w in widths)
-    out = [f"\n== {title}", "  ".join(c.ljust(w) for c, w in zip(cells[0], widths)), line]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells[1:]]
+    out = [f"\n== {title}", "  ".join(c.ljust(w) for c, w in zip(cells[0], widths, strict=True)), line]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells[1:]]
     return "\n".join(out)
 
 

@@ -23,10 +23,21 @@ from sqlalchemy import Engine, event, make_url, text
 
 from bench import client, profile
 from bench.echo import EchoClient
-from bench.env import Sampler, machine_load, services, spawn, fresh_topics
+from bench.env import Sampler, fresh_topics, machine_load, services, spawn
 from bench.report import LATENCY_HEADER, latency_rows, ratio, stats, table
-from bench.world import (COMPANY_100, COMPANY_1000, FAN_QID_BASE, SMALL_COMPANY, SMALL_OID, SOAK_COMPANIES,
-                         WARM_QID_BASE, Sizes, api_key, company_changes, replay_bank)
+from bench.world import (
+    COMPANY_100,
+    COMPANY_1000,
+    FAN_QID_BASE,
+    SMALL_COMPANY,
+    SMALL_OID,
+    SOAK_COMPANIES,
+    WARM_QID_BASE,
+    Sizes,
+    api_key,
+    company_changes,
+    replay_bank,
+)
 from consumer.handlers import Handlers
 from consumer.loader import load_world, parse_world
 from consumer.replay import StartPoint, run_replay
@@ -75,7 +86,7 @@ def cpu_per_request(cpu: dict[str, float], n: int) -> dict[str, float]:
     return {name: round(seconds / n * 1000, 3) for name, seconds in cpu.items()}
 
 
-def refresh_in_process(handlers: Handlers, company: int, ids: list[int] | None) -> tuple[float, int, dict]:
+def refresh_in_process(handlers: Handlers, company: int, ids: list[int] | None) -> tuple[float, int, dict[str, Any]]:
     """(seconds, statements, reply body) of one refresh as the consumer runs it."""
     with count_statements(handlers.engine) as count:
         t0 = time.perf_counter()
@@ -86,7 +97,7 @@ def refresh_in_process(handlers: Handlers, company: int, ids: list[int] | None) 
     return elapsed, count[0], reply["body"]
 
 
-def summary_of(body: dict) -> dict[str, int]:
+def summary_of(body: dict[str, Any]) -> dict[str, int]:
     details = body["details"]
     return {"assessments": len(details), "updated": sum(d["status"] == "updated" for d in details),
             "questions_refreshed": sum(d["questions_refreshed"] for d in details),
@@ -174,7 +185,7 @@ def whole_company(ctx: Ctx) -> None:
             doc = company_changes(conn, companies, rep)
         load_world(ctx.engine, parse_world(doc, "bench changes"), "bench changes")
 
-    def rest(company: int) -> tuple[float, dict]:
+    def rest(company: int) -> tuple[float, dict[str, Any]]:
         t0 = time.perf_counter()
         response = httpx.post(url + client.PATH, json={}, headers={"apiKey": api_key(company)}, timeout=60)
         elapsed = time.perf_counter() - t0
@@ -230,7 +241,9 @@ class EventCounter(threading.Thread):
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(daemon=True)
-        self.topic, self.counts, self.last = settings.refresh_events_topic, {}, {}
+        self.topic = settings.refresh_events_topic
+        self.counts: dict[str | None, int] = {}
+        self.last: dict[str | None, float] = {}
         self.stop = threading.Event()
         self.consumer = Consumer(consumer_config(settings, f"{settings.consumer_group}-bench-reader",
                                                  **{"enable.auto.commit": False}))
@@ -249,7 +262,7 @@ class EventCounter(threading.Thread):
             now = time.perf_counter()
             for msg in [first, *self.consumer.consume(num_messages=1000, timeout=0)]:
                 if msg.error() is None:
-                    trigger = json.loads(msg.value())["trigger"].get("event_id")
+                    trigger = json.loads(msg.value() or b"{}")["trigger"].get("event_id")
                     self.counts[trigger] = self.counts.get(trigger, 0) + 1
                     self.last[trigger] = now
         self.consumer.close()
@@ -260,7 +273,7 @@ class EventCounter(threading.Thread):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.counts.get(event_id, 0)}/{count} events after {timeout} s")
             time.sleep(0.005)
-        return self.last[event_id]
+        return float(self.last[event_id])
 
 
 def fan_out(ctx: Ctx) -> None:
@@ -370,7 +383,7 @@ def soak(ctx: Ctx) -> None:
     t_start, window = min(run.done_at, default=0), ctx.soak_seconds / 10
     out["windows"] = []
     for w in range(10):
-        lat = [lt for lt, at in zip(run.latencies, run.done_at) if w * window <= at - t_start < (w + 1) * window]
+        lat = [lt for lt, at in zip(run.latencies, run.done_at, strict=True) if w * window <= at - t_start < (w + 1) * window]
         out["windows"].append({"req_per_s": round(len(lat) / window, 1), "p99_ms": stats(lat)["p99_ms"]})
     out["machine_after"] = machine_load()
     ctx.results.setdefault("5_memory", {})["soak"] = out

@@ -9,7 +9,7 @@ from __future__ import annotations
 from confluent_kafka import Message
 
 from consumer.handlers import Outgoing
-from shared.messages import Headers, header
+from shared.messages import Headers, header, header_pairs
 
 DLQ_SUFFIX = ".dlq"
 H_TOPIC = "dlq.original.topic"
@@ -29,7 +29,7 @@ def dlq_topic(topic: str) -> str:
 
 def original_topic(msg: Message) -> str:
     """Where a record really comes from: itself, or what its DLQ headers name."""
-    return header(msg.headers(), H_TOPIC) or msg.topic()
+    return header(msg.headers(), H_TOPIC) or str(msg.topic())
 
 
 def dead_letter(
@@ -39,7 +39,7 @@ def dead_letter(
     caller's sanitized message; by default ``str(error)``); ``replay_id``
     names the replay that dead-lettered it, if one did."""
     source = original_topic(msg)
-    kept: Headers = [(k, v) for k, v in (msg.headers() or []) if k not in _OWN]
+    kept: Headers = [(k, v) for k, v in header_pairs(msg.headers()) if k not in _OWN]
     # A record replayed from a DLQ keeps its first origin, so it goes back to
     # the same DLQ and can be replayed again after the next fix.
     origin_partition = header(msg.headers(), H_PARTITION) or str(msg.partition())

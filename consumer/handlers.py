@@ -22,6 +22,7 @@ from consumer.bank import Deletion, QuestionData, mark_deleted, upsert_changed, 
 from consumer.loader import LoadError, parse_question
 from consumer.refresh_rules import RefreshPlan
 from consumer.refresh_store import AssessmentsNotOwned, lock_assessments, lock_by_oids, refresh_locked
+from shared.kafka import is_topic_name
 from shared.messages import (
     CONTENT_TYPE_JSON,
     HEADER_CONTENT_TYPE,
@@ -37,7 +38,6 @@ from shared.messages import (
     parse_timestamp,
     refresh_event,
 )
-from shared.kafka import is_topic_name
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ existing assessment keeps its snapshots.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +19,6 @@ from sqlalchemy import Connection, Engine, text
 
 from consumer.bank import QuestionData, upsert_questions
 from shared.apikeys import add_key
-
 
 T = TypeVar("T")
 

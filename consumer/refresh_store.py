@@ -16,7 +16,6 @@ from sqlalchemy import Connection, text
 
 from consumer.refresh_rules import Assessment, BankQuestion, Kind, RefreshPlan, Slot, plan_refresh
 
-
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 

@@ -164,7 +164,9 @@ def _replay(
                         raise KafkaException(err)
                     remaining.discard(msg.partition())
                     continue
-                next_offsets[msg.partition()] = msg.offset() + 1
+                partition, offset = msg.partition(), msg.offset()
+                assert partition is not None and offset is not None  # a record, not an event
+                next_offsets[partition] = offset + 1
                 if header(msg.headers(), H_REPLAY_ID) == worker.replay_id:
                     # Dead-lettered back into this topic by this very replay: the
                     # next replay (after the next fix) takes it, not this one.

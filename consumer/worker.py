@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from itertools import groupby
-from typing import Any
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import groupby
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from sqlalchemy import Engine
@@ -70,7 +69,7 @@ class Stopping(Exception):
 
 
 def backoff(attempt: int) -> float:
-    return min(5.0, 0.05 * 2**attempt)
+    return float(min(5.0, 0.05 * 2**attempt))
 
 
 @dataclass
@@ -225,18 +224,7 @@ class Worker:
         rounds = 0
         while pending:
             rounds += 1
-            failed: list[tuple[Outgoing, KafkaError]] = []
-
-            def on_delivery(err: KafkaError | None, _msg: Message, item: Outgoing) -> None:
-                if err is not None:
-                    failed.append((item, err))
-
-            for item in pending:
-                try:
-                    self._produce(item, lambda err, m, item=item: on_delivery(err, m, item))
-                except KafkaException as exc:
-                    failed.append((item, exc.args[0]))
-            self.producer.flush()
+            failed = self._send(pending)
             pending = []
             for item, err in failed:
                 retry = self._after_failed_delivery(item, err, rounds)
@@ -245,6 +233,25 @@ class Worker:
             if pending:
                 log.warning("%d message(s) not delivered, retrying", len(pending))
                 self._sleep(1.0)
+
+    def _send(self, items: list[Outgoing]) -> list[tuple[Outgoing, KafkaError]]:
+        """Produce and wait for every delivery report; what failed, and why."""
+        failed: list[tuple[Outgoing, KafkaError]] = []
+
+        def report_for(item: Outgoing) -> Callable[[KafkaError | None, Message], None]:
+            def report(err: KafkaError | None, _msg: Message) -> None:
+                if err is not None:
+                    failed.append((item, err))
+
+            return report
+
+        for item in items:
+            try:
+                self._produce(item, report_for(item))
+            except KafkaException as exc:
+                failed.append((item, exc.args[0]))
+        self.producer.flush()
+        return failed
 
     def _after_failed_delivery(self, item: Outgoing, err: KafkaError, rounds: int) -> Outgoing | None:
         """What to send next for a failed delivery: the same record, a smaller

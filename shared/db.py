@@ -15,7 +15,7 @@ def make_engine(database_url: str, **kwargs: object) -> Engine:
     # pool_pre_ping: survive a PostgreSQL restart without handing out dead connections.
     # hide_parameters: error texts (logged, dead-lettered) never carry bound
     # values, which hold question content and API key hashes.
-    return create_engine(database_url, pool_pre_ping=True, hide_parameters=True, future=True, **kwargs)  # type: ignore[arg-type]
+    return create_engine(database_url, pool_pre_ping=True, hide_parameters=True, future=True, **kwargs)
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

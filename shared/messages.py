@@ -20,7 +20,8 @@ HEADER_REPLY_TO = "reply_to"
 HEADER_CONTENT_TYPE = "content-type"
 CONTENT_TYPE_JSON = "application/json"
 
-Headers = list[tuple[str, bytes]]
+# Headers as confluent-kafka takes them (we always send bytes values).
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class MessageError(ValueError):
@@ -55,10 +56,18 @@ def decode_object(value: bytes | None) -> dict[str, Any]:
     return payload
 
 
-def header(headers: Headers | None, name: str) -> str | None:
-    for key, value in headers or ():
+# What confluent-kafka hands back as a record's headers.
+ReceivedHeaders = list[tuple[str, str | bytes | None]] | dict[str, str | bytes | None] | None
+
+
+def header_pairs(headers: ReceivedHeaders) -> Headers:
+    return list(headers.items()) if isinstance(headers, dict) else list(headers or ())
+
+
+def header(headers: ReceivedHeaders, name: str) -> str | None:
+    for key, value in header_pairs(headers):
         if key == name and value is not None:
-            return value.decode("utf-8", "replace")
+            return value if isinstance(value, str) else value.decode("utf-8", "replace")
     return None
 
 

@@ -290,9 +290,8 @@ def test_ids_not_owned_give_403_and_change_nothing(changed_world: Engine, handle
 def test_store_403_names_only_offending_ids_sorted(changed_world: Engine) -> None:
     from consumer.refresh_store import AssessmentsNotOwned
 
-    with changed_world.begin() as conn:
-        with pytest.raises(AssessmentsNotOwned) as caught:
-            lock_assessments(conn, 8, [12, 21, 11, 404, 12])
+    with changed_world.begin() as conn, pytest.raises(AssessmentsNotOwned) as caught:
+        lock_assessments(conn, 8, [12, 21, 11, 404, 12])
     assert caught.value.ids == [11, 12, 404]
 
 

@@ -15,10 +15,10 @@ import hashlib
 import json
 import os
 import re
-import time
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path

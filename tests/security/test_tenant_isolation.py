@@ -181,7 +181,7 @@ def test_random_traffic_never_crosses_tenants(
             batch = [random_request(rng, tenants) for _ in range(PER_ROUND)]
             responses = list(pool.map(lambda r: client.post(PATH, headers=r[1], content=r[2]), batch))
             named_by_owner: set[int] = set()
-            for (caller, headers, body, ids), response in zip(batch, responses, strict=True):
+            for (caller, _headers, body, ids), response in zip(batch, responses, strict=True):
                 statuses.append(response.status_code)
                 record_status("tenant isolation", response.status_code)
                 what = f"company {caller} sent {body!r}: {response.status_code} {response.text[:400]}"
