@@ -8,6 +8,12 @@ belong to other replicas, or to callers that gave up, and are dropped.
 A reply can never arrive before its waiter listens: the reader is positioned at
 the high watermarks read at start-up, so it sees every reply written after it
 started, and a caller registers its future before its request is published.
+
+A broker that comes back without the reply topic (a restarted memory broker)
+gets it recreated, by this reader or by a consumer: the topic's id changes, and
+the reader then reads every partition of the new topic from its beginning (its
+old positions are past the new ends, where Tansu answers empty fetches, not
+OFFSET_OUT_OF_RANGE, so nothing else would move them).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from shared.kafka import consumer_config, ensure_topics
 from shared.messages import HEADER_CORRELATION_ID, header
@@ -46,8 +53,11 @@ class ReplyWaiter:
                 **{"enable.auto.commit": False, "auto.offset.reset": "earliest"},
             )
         )
+        # Topic ids only (no logger: nothing polls this client for log events).
+        self._admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
         self._assigned: set[int] = set()
         self._last_high: dict[int, int] = {}
+        self._topic_id: str | None = None  # of the reply topic we read
         self._thread = threading.Thread(target=self._run, name="reply-waiter", daemon=True)
 
     def start(self) -> None:
@@ -89,7 +99,10 @@ class ReplyWaiter:
             if msg is not None:
                 self._dispatch(msg)
             if time.monotonic() >= next_check:
-                self._check_partitions()
+                try:
+                    self._check_partitions()
+                except Exception:  # noqa: BLE001 - the reader must outlive any check
+                    log.exception("reply topic check failed")
                 next_check = time.monotonic() + PARTITION_CHECK_S
 
     def _check_partitions(self) -> None:
@@ -107,12 +120,36 @@ class ReplyWaiter:
                 except KafkaException as exc:
                     log.warning("cannot recreate %s: %s", topic, exc)
             return
+        topic_id = self._describe_topic_id(topic)
+        if topic_id is not None and self._topic_id is not None and topic_id != self._topic_id:
+            self._read_recreated_topic(topic, sorted(metadata.partitions))
+        if topic_id is not None:
+            self._topic_id = topic_id
         new = sorted(set(metadata.partitions) - self._assigned)
         if new:
             self._consumer.incremental_assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in new])
             self._assigned.update(new)
             log.info("reading replies on new partitions %s of %s", new, topic)
         self._rewind_recreated_partitions(topic)
+
+    def _describe_topic_id(self, topic: str) -> str | None:
+        """The topic's id, or None when the broker does not tell (or cannot be asked)."""
+        try:
+            description = self._admin.describe_topics(TopicCollection([topic]), request_timeout=2)[topic].result()
+        except KafkaException:
+            return None
+        topic_id = description.topic_id
+        if topic_id is None or (topic_id.get_most_significant_bits() == 0 and topic_id.get_least_significant_bits() == 0):
+            return None
+        return str(topic_id)
+
+    def _read_recreated_topic(self, topic: str, partitions: list[int]) -> None:
+        """The topic was deleted and created again (a memory broker restarted):
+        the replies written since are at the start of its new partitions."""
+        log.warning("reply topic %s was recreated: reading its partitions %s from the beginning", topic, partitions)
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._assigned = set(partitions)
+        self._last_high.clear()
 
     def _rewind_recreated_partitions(self, topic: str) -> None:
         """A partition whose end went backwards was recreated (a memory broker
@@ -152,6 +189,7 @@ class ReplyWaiter:
             return False
         self._consumer.assign(positions)
         self._assigned = {p.partition for p in positions}
+        self._topic_id = self._describe_topic_id(topic)
         self.ready.set()
         log.info("reading replies on %s from %s", topic, [(p.partition, p.offset) for p in positions])
         return True

@@ -94,3 +94,50 @@ class StoppablePostgres:
     def start(self) -> None:
         self._server.ensure_pgdata_inited()  # re-grants the server user its directory rights
         self._server.ensure_postgres_running()
+
+
+class StoppableTansu(TansuBroker):
+    """A Tansu broker of the test's own on a fixed loopback port, which the test
+    may stop (SIGTERM) or kill (SIGKILL) and start again on the same port to
+    simulate a broker outage. Memory-only: a restart loses every topic, group
+    and committed offset, as a wiped Kafka cluster would.
+
+    The port is taken below the kernel's ephemeral range: while the broker is
+    down, no outgoing connection can be given it as its local port (which would
+    keep the broker from binding it again, or let a reconnecting client
+    connect to itself)."""
+
+    def __init__(self, log_file: Path | None = None) -> None:
+        super().__init__(port=port_outside_ephemeral_range(), log_file=log_file)
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        if self._log is not None:
+            self._log.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
+
+def port_outside_ephemeral_range() -> int:
+    """A free loopback port below net.ipv4.ip_local_port_range."""
+    import random
+    import socket
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(20001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
