@@ -118,7 +118,7 @@ def test_a_broker_outage_answers_503_fast_and_the_service_recovers_without_resta
     port, empty: without restarting any process, calls answer 200 again
     within 60 s, and then 12 concurrent calls all answer 200."""
     load(engine, world())
-    broker = StoppableTansu(log_file=tmp_path / "tansu.log").start()
+    broker = StoppableTansu(log_file=tmp_path / "tansu.log")  # its port is chosen now, started below
     settings = unique_settings(database_url, broker.bootstrap_servers, reply_timeout_s=REPLY_TIMEOUT_S)
     fleet = Fleet(settings, tmp_path)
     apis: list[ServiceProcess] = []
@@ -127,6 +127,7 @@ def test_a_broker_outage_answers_503_fast_and_the_service_recovers_without_resta
     broker_log = lambda: "----- tansu -----\n" + (tmp_path / "tansu.log").read_text(errors="replace")[-3000:]  # noqa: E731
     with logs_on_failure(fleet.logs, process_logs(apis), broker_log):
         try:
+            broker.start()
             consumer = fleet.start("c0")
             api = start_api(settings, tmp_path)
             apis.append(api)
