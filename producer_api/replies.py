@@ -24,7 +24,15 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicCollection, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from shared.kafka import consumer_config, ensure_topics
@@ -201,7 +209,8 @@ class ReplyWaiter:
                 log.warning("reply reader: %s", err)
             return
         request_id = header(msg.headers(), HEADER_CORRELATION_ID)
-        if request_id is None and msg.key() is not None:
-            request_id = msg.key().decode("utf-8", "replace")
+        key = msg.key()
+        if request_id is None and key is not None:
+            request_id = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
         if request_id:
             self.loop.call_soon_threadsafe(self._resolve, request_id, msg.value() or b"")
