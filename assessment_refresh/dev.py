@@ -52,6 +52,9 @@ def run_dev(data_dir: Path, api_port: int, kafka_port: int) -> int:
             database_url=database_url,
             kafka_bootstrap_servers=broker.bootstrap_servers,
             kafka_fetch_wait_max_ms=int(os.environ.get("KAFKA_FETCH_WAIT_MAX_MS", DEV_FETCH_WAIT_MS)),
+            # A person reads these logs; and the demo's consumer needs no metrics port.
+            log_format=os.environ.get("LOG_FORMAT", "text"),
+            consumer_metrics_port=int(os.environ.get("CONSUMER_METRICS_PORT", 0)),
             api_host="127.0.0.1",
             api_port=api_port,
         )

@@ -9,6 +9,7 @@ row and re-publishes the stored result instead of refreshing twice.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,10 +20,12 @@ from sqlalchemy import Connection, Engine, text
 
 from consumer import inbox
 from consumer.bank import Deletion, QuestionData, mark_deleted, upsert_changed, upsert_questions
+from consumer.consumer_metrics import count_refreshes
 from consumer.loader import LoadError, parse_question
 from consumer.refresh_rules import RefreshPlan
 from consumer.refresh_store import AssessmentsNotOwned, lock_assessments, lock_by_oids, refresh_locked
 from shared.kafka import is_topic_name
+from shared.log_setup import bind
 from shared.messages import (
     CONTENT_TYPE_JSON,
     HEADER_CONTENT_TYPE,
@@ -57,6 +60,7 @@ class Handled:
 
     outgoing: list[Outgoing]
     inbox_id: str | None = None
+    dead_lettered: bool = False
 
 
 class DuplicateInFlight(Exception):
@@ -89,6 +93,14 @@ class Handlers:
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         self.settings = settings
+        # Reports of the refreshes in the open transaction, counted in the
+        # metrics once it commits (a rolled-back refresh counts nothing).
+        self._reports: list[tuple[str, dict[str, Any]]] = []
+
+    def _count_committed(self) -> None:
+        for trigger, report in self._reports:
+            count_refreshes(trigger, [report])
+        self._reports.clear()
 
     # -- outgoing messages -------------------------------------------------
 
@@ -136,6 +148,7 @@ class Handlers:
         which is what bounds a busy consumer's throughput (requests queued for
         one company are served one after another). A failure anywhere undoes
         the whole run; the caller retries it, or handles its records one by one."""
+        self._reports.clear()
         with self.engine.begin() as conn:
             stored = {} if replay else inbox.find_many(conn, [request.request_id for request, _ in items])
             fresh: dict[str, inbox.StoredResult] = {}
@@ -147,6 +160,15 @@ class Handlers:
                     owners[request_id] = request.company_id
             if not inbox.record_many(conn, "refresh.request", fresh, owners, overwrite=replay):
                 raise DuplicateInFlight(f"one of {len(fresh)} requests")
+        self._count_committed()
+        for request, _ in items:
+            with bind(correlation_id=request.request_id):
+                if request.request_id in fresh:
+                    result = fresh[request.request_id]
+                    log.info("refresh request handled: %d, %d assessment(s)", result.status,
+                             len(result.reply.get("details", [])))
+                else:
+                    log.info("refresh request seen before: re-sending its stored reply")
         results = {**stored, **fresh}
         handled, events_sent = [], set()
         for request, reply_to in items:
@@ -169,6 +191,7 @@ class Handlers:
         except AssessmentsNotOwned as exc:
             return inbox.StoredResult(403, {"error": str(exc)}, [])
         plans = refresh_locked(conn, locked)
+        self._reports += [("request", plan.report()) for plan in plans]
         trigger = {"type": "request", "request_id": request.request_id}
         events = _events_for(plans, {oid: company for oid, company, _ in locked}, trigger)
         return inbox.StoredResult(200, success_body(request.company_id, plans), events)
@@ -176,6 +199,7 @@ class Handlers:
     # -- question events (upstream bank) ------------------------------------
 
     def question_event(self, event: QuestionEvent, *, replay: bool = False) -> Handled:
+        self._reports.clear()
         with self.engine.begin() as conn:
             stored = None if replay else inbox.find(conn, event.event_id)
             if stored is None:
@@ -192,6 +216,10 @@ class Handlers:
                     stored = inbox.StoredResult(200, {"applied": event.type, "changed": changed}, [])
                 if not inbox.record(conn, event.event_id, event.type, None, stored, overwrite=replay):
                     raise DuplicateInFlight(event.event_id)
+        self._count_committed()
+        with bind(event_id=event.event_id):
+            log.info("%s %s: %d %s", event.type, event.qid if event.qid is not None else "", stored.status,
+                     json.dumps(stored.reply))
         events = [] if stored.published else self._events(stored.events, event.event_id)
         return Handled(events, event.event_id if events else None)
 
@@ -248,6 +276,7 @@ class Handlers:
         )
         locked = lock_by_oids(conn, oids)
         plans = refresh_locked(conn, locked)
+        self._reports += [(QUESTION_DELETED, plan.report()) for plan in plans]
         trigger = {"type": QUESTION_DELETED, "event_id": event_id, "qid": qid}
         events = _events_for(plans, {oid: company for oid, company, _ in locked}, trigger)
         return inbox.StoredResult(200, {"assessments_refreshed": len(plans), "changed": len(events)}, events)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 import signal
+import threading
 from types import FrameType
 
+from sqlalchemy import Engine
+
+from consumer.health_server import HealthServer
 from consumer.topics import consumed_topics, service_topics
 from consumer.worker import Worker, live_consumer
 from shared.db import make_engine
@@ -27,8 +31,30 @@ def run_consumer(settings: Settings) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     log.info("consumer group %s reading %s", settings.consumer_group, consumed_topics(settings))
+    joined = threading.Event()
+    health = _health_server(settings, engine, worker, joined)
     try:
-        worker.run(live_consumer(settings))
+        worker.run(live_consumer(settings, joined))
     finally:
+        if health is not None:
+            health.stop()
         engine.dispose()
         log.info("consumer stopped after %d message(s)", worker.stats.processed)
+
+
+def _health_server(settings: Settings, engine: Engine, worker: Worker, joined: threading.Event) -> HealthServer | None:
+    """/metrics, /healthz and /readyz on CONSUMER_METRICS_PORT (0: none)."""
+    if not settings.consumer_metrics_port:
+        return None
+
+    def database() -> bool:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return True
+
+    def broker() -> bool:
+        worker.producer.list_topics(timeout=2)
+        return True
+
+    checks = {"group_joined": joined.is_set, "database": database, "broker": broker}
+    return HealthServer(settings.consumer_metrics_host, settings.consumer_metrics_port, checks).start()

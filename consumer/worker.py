@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
@@ -21,6 +22,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, StatementError
 
 from consumer import faults
+from consumer.consumer_metrics import DEAD_LETTERED, MESSAGES, PROCESSING, RETRIES, record_statistics
 from consumer.dead_letters import DLQ_SUFFIX, dead_letter, original_topic, truncated
 from consumer.handlers import DuplicateInFlight, Handled, Handlers, Outgoing, error_reply
 from consumer.inbox import mark_published
@@ -28,6 +30,7 @@ from consumer.loader import LoadError, parse_question
 from consumer.refresh_store import ConcurrentBankChange
 from consumer.topics import consumed_topics, service_topics
 from shared.kafka import consumer_config, ensure_topics, producer_config
+from shared.log_setup import bind
 from shared.messages import (
     HEADER_CORRELATION_ID,
     HEADER_REPLY_TO,
@@ -99,6 +102,15 @@ class Worker:
 
     def handle(self, msg: Message) -> Handled:
         """What to publish for one record, after retries; never raises but on stop."""
+        topic, started = original_topic(msg), time.perf_counter()
+        correlation_id = header(msg.headers(), HEADER_CORRELATION_ID)
+        with bind(correlation_id=correlation_id, topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
+            handled = self._handle(msg)
+        PROCESSING.labels(topic).observe(time.perf_counter() - started)
+        MESSAGES.labels(topic, "dead_lettered" if handled.dead_lettered else "ok").inc()
+        return handled
+
+    def _handle(self, msg: Message) -> Handled:
         attempt = 0
         while True:
             attempt += 1
@@ -108,7 +120,9 @@ class Worker:
                 return self._give_up(msg, exc, attempt)
             except TRANSIENT as exc:
                 self.stats.retries += 1
-                log.warning("transient failure on %s [%d] @%d, retrying: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+                RETRIES.inc()
+                log.warning("transient failure on %s [%d] @%d, retrying: %s", msg.topic(), msg.partition(), msg.offset(),
+                            public_message(exc))
                 self._sleep(backoff(attempt))
                 attempt = 0  # transient failures never count towards dead-lettering
             except Exception as exc:  # noqa: BLE001 - anything else: retry, then dead-letter
@@ -137,12 +151,13 @@ class Worker:
         reason = public_message(exc)
         log.error("dead-lettering %s [%d] @%d after %d attempt(s): %s", msg.topic(), msg.partition(), msg.offset(), attempts, reason)
         out = [dead_letter(msg, exc, attempts, reason, replay_id=self.replay_id)]
+        DEAD_LETTERED.labels(original_topic(msg)).inc()
         correlation_id = header(msg.headers(), HEADER_CORRELATION_ID)
         if original_topic(msg) == self.settings.request_topic and correlation_id and not self.replay:
             reason = f"Error refreshing assessment data: {reason}"
             reply = error_reply(correlation_id, 500, reason)
             out.append(self.handlers.reply_message(header(msg.headers(), HEADER_REPLY_TO), reply))
-        return Handled(out)
+        return Handled(out, dead_lettered=True)
 
     def _sleep(self, seconds: float) -> None:
         """Back off; a stop request ends the wait and the unfinished batch."""
@@ -187,14 +202,20 @@ class Worker:
 
     def handle_run(self, run: list[tuple[Message, Any]], handle_all: Callable[..., list[Handled]]) -> list[Handled]:
         attempt = 0
+        topic, started = original_topic(run[0][0]), time.perf_counter()
         while True:
             attempt += 1
             try:
                 handled = handle_all([payload for _, payload in run], replay=self.replay)
                 faults.crash_point("after_db_commit")
+                share = (time.perf_counter() - started) / len(run)
+                for _ in run:
+                    PROCESSING.labels(topic).observe(share)
+                MESSAGES.labels(topic, "ok").inc(len(run))
                 return handled
             except TRANSIENT as exc:
                 self.stats.retries += 1
+                RETRIES.inc()
                 log.warning("transient failure on a run of %d records, retrying: %s", len(run), public_message(exc))
                 self._sleep(backoff(attempt))
             except Exception:  # noqa: BLE001 - find the culprit: one by one, with retries and the DLQ
@@ -337,8 +358,9 @@ def _is_noise(msg: Message) -> bool:
     return True
 
 
-def live_consumer(settings: Settings) -> Consumer:
-    """The group member that reads requests and question events."""
+def live_consumer(settings: Settings, joined: threading.Event | None = None) -> Consumer:
+    """The group member that reads requests and question events; ``joined`` is
+    set once the group has given it an assignment (possibly empty)."""
     consumer = Consumer(
         consumer_config(
             settings,
@@ -348,6 +370,9 @@ def live_consumer(settings: Settings) -> Consumer:
                 "auto.commit.interval.ms": 1000,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
+                # Consumer lag per partition for the metrics (see consumer_metrics).
+                "statistics.interval.ms": 5000,
+                "stats_cb": record_statistics,
             },
         )
     )
@@ -360,5 +385,10 @@ def live_consumer(settings: Settings) -> Consumer:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 log.warning("commit on revoke failed: %s", exc)
 
-    consumer.subscribe(consumed_topics(settings), on_revoke=on_revoke)
+    def on_assign(_c: Consumer, _partitions: list[TopicPartition]) -> None:
+        # confluent-kafka assigns the partitions itself after this returns.
+        if joined is not None:
+            joined.set()
+
+    consumer.subscribe(consumed_topics(settings), on_assign=on_assign, on_revoke=on_revoke)
     return consumer

@@ -12,11 +12,20 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from producer_api import async_requests
+from producer_api.api_metrics import (
+    BROKER_UNAVAILABLE,
+    REPLY_TIMEOUTS,
+    REQUESTS_PUBLISHED,
+    MetricsMiddleware,
+    metrics,
+    watch_awaited,
+)
 from producer_api.auth import KeyCache, admit_key, company_of_key
 from producer_api.dispatch import publish_request
 from producer_api.errors import EXCEPTION_HANDLERS, error
@@ -26,6 +35,7 @@ from producer_api.ratelimit import RateLimiter
 from producer_api.replies import ReplyWaiter
 from producer_api.validation import BadRequest, parse_assessment_ids
 from shared.db import make_engine
+from shared.log_setup import bind
 from shared.messages import MessageError, RefreshReply, RefreshRequested, new_id
 from shared.settings import Settings
 
@@ -123,9 +133,16 @@ async def refresh_assessments(request: Request) -> JSONResponse:
     except BadRequest as exc:
         return error(400, str(exc))
     command = RefreshRequested(new_id(), company_id, ids)
-    if async_requests.wants_async(request):
-        return await async_requests.accept(services, command)
-    return await call_consumer(services, command)
+    # Every line logged for this request from here on carries its id, as the
+    # consumer's lines for it do: one grep follows it end to end.
+    with bind(request_id=command.request_id, company_id=company_id):
+        if async_requests.wants_async(request):
+            log.info("refresh request accepted (async) for %s", "all assessments" if ids is None else f"{len(ids)} id(s)")
+            return await async_requests.accept(services, command)
+        log.info("refresh request for %s", "all assessments" if ids is None else f"{len(ids)} id(s)")
+        response = await call_consumer(services, command)
+        log.info("refresh request answered %d", response.status_code)
+        return response
 
 
 async def call_consumer(services: Services, command: RefreshRequested) -> JSONResponse:
@@ -137,11 +154,15 @@ async def call_consumer(services: Services, command: RefreshRequested) -> JSONRe
     reply_future = waiter.expect(request_id)  # before publishing: no reply can be missed
     try:
         await publish_request(settings, services.publisher, command)
+        REQUESTS_PUBLISHED.labels("sync").inc()
         value = await asyncio.wait_for(reply_future, settings.reply_timeout_s)
     except BrokerUnavailable as exc:
+        BROKER_UNAVAILABLE.inc()
         log.warning("request %s not delivered: %s", request_id, exc)
         return error(503, "Message broker unavailable, request not sent", request_id=request_id)
     except TimeoutError:
+        REPLY_TIMEOUTS.inc()
+        log.warning("request %s: no reply within %.0f s", request_id, settings.reply_timeout_s)
         return error(504, "Timed out waiting for the refresh result", request_id=request_id)
     finally:
         waiter.forget(request_id)
@@ -182,6 +203,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         engine = make_engine(settings.database_url, pool_size=10, max_overflow=10)
         waiter = ReplyWaiter(settings, loop)
         waiter.start()
+        watch_awaited(lambda: waiter.awaited)
         publisher = RequestPublisher(settings, loop)
         try:
             limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
@@ -198,8 +220,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route(async_requests.STATUS_PATH, async_requests.refresh_request_status, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics),
             *docs_routes(),
         ],
+        middleware=[Middleware(MetricsMiddleware)],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
     )

@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from producer_api.api_metrics import BROKER_UNAVAILABLE, REQUESTS_PUBLISHED
 from producer_api.auth import admit_key, company_of_key
 from producer_api.dispatch import publish_request
 from producer_api.errors import error
@@ -90,7 +91,9 @@ async def accept(services: Services, command: RefreshRequested) -> JSONResponse:
     reply = waiter.expect(request_id)  # before publishing: no reply can be missed
     try:
         await publish_request(services.settings, services.publisher, command)
+        REQUESTS_PUBLISHED.labels("async").inc()
     except BrokerUnavailable as exc:
+        BROKER_UNAVAILABLE.inc()
         log.warning("async request %s not delivered: %s", request_id, exc)
         waiter.forget(request_id)
         await run_in_threadpool(_forget_accepted, services.engine, request_id)

@@ -39,6 +39,11 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
+    # json: one object per line with the request / correlation id; text: for humans.
+    log_format: str = "json"
+    # The consumer's /metrics, /healthz and /readyz; port 0 = not served.
+    consumer_metrics_host: str = "127.0.0.1"
+    consumer_metrics_port: int = 9400
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:

@@ -60,6 +60,7 @@ def unique_settings(database_url: str, bootstrap_servers: str, **overrides: obje
         topic_partitions=3,
         reply_timeout_s=20.0,
         kafka_session_timeout_ms=3000,
+        consumer_metrics_port=0,  # several consumers per test; test_observability picks free ports
         rate_limit_per_s=0.0,  # tests that load the API hard would trip it; test_rate_limit turns it on
     ).with_driver()
     return Settings(**{**base.__dict__, **overrides})

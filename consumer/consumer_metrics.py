@@ -1,0 +1,66 @@
+"""Prometheus metrics of a consumer process (served by consumer.health_server)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+log = logging.getLogger(__name__)
+
+MESSAGES = Counter(
+    "assessment_refresh_consumer_messages_total",
+    "Records handled, by source topic and outcome (ok, dead_lettered)",
+    ["topic", "outcome"],
+)
+RETRIES = Counter(
+    "assessment_refresh_consumer_retries_total", "Transient failures retried (database or broker unreachable)"
+)
+DEAD_LETTERED = Counter("assessment_refresh_consumer_dlq_total", "Records sent to a dead-letter topic", ["topic"])
+PROCESSING = Histogram(
+    "assessment_refresh_consumer_processing_seconds",
+    "Time to handle one record (records handled as a run share the run's time)",
+    ["topic"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+ASSESSMENTS_REFRESHED = Counter(
+    "assessment_refresh_assessments_refreshed_total", "Assessments refreshed, by trigger", ["trigger"]
+)
+QUESTIONS_REFRESHED = Counter("assessment_refresh_questions_refreshed_total", "Slots given fresh bank data")
+QUESTIONS_REPLACED = Counter("assessment_refresh_questions_replaced_total", "Deleted questions replaced")
+REPLACEMENT_FAILURES = Counter(
+    "assessment_refresh_replacement_failures_total", "Deleted questions left in place: no valid alternative"
+)
+LAG = Gauge(
+    "assessment_refresh_consumer_lag",
+    "Records behind the end of each assigned partition, from librdkafka statistics. On the local Tansu "
+    "broker end offsets are reported low (DESIGN.md section 7), so this reads low there.",
+    ["topic", "partition"],
+)
+
+
+def count_refreshes(trigger: str, reports: Iterable[dict[str, Any]]) -> None:
+    """Count committed refreshes from their report details (one per assessment)."""
+    for report in reports:
+        ASSESSMENTS_REFRESHED.labels(trigger).inc()
+        QUESTIONS_REFRESHED.inc(report["questions_refreshed"])
+        QUESTIONS_REPLACED.inc(report["deleted_questions_replaced"])
+        REPLACEMENT_FAILURES.inc(report["deleted_questions_not_replaced"])
+
+
+def record_statistics(stats_json: str) -> None:
+    """librdkafka's statistics callback: consumer lag per assigned partition."""
+    try:
+        stats = json.loads(stats_json)
+    except ValueError:
+        return
+    for topic, topic_stats in stats.get("topics", {}).items():
+        for partition, p in topic_stats.get("partitions", {}).items():
+            if partition == "-1" or p.get("fetch_state") in (None, "none", "stopped"):
+                continue
+            lag = p.get("consumer_lag_stored", p.get("consumer_lag", -1))
+            if lag is not None and lag >= 0:
+                LAG.labels(topic, partition).set(lag)

@@ -1,0 +1,77 @@
+"""Prometheus metrics of an API process, served at ``GET /metrics``.
+
+One process per replica (no uvicorn workers), so the default registry is the
+process's own and needs no multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+HTTP_DURATION = Histogram(
+    "assessment_refresh_http_request_duration_seconds",
+    "HTTP request latency by route, method and status",
+    ["route", "method", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+REPLIES_AWAITED = Gauge(
+    "assessment_refresh_replies_awaited", "Refresh requests of this process waiting for their reply right now"
+)
+REPLY_TIMEOUTS = Counter("assessment_refresh_reply_timeouts_total", "Requests answered 504: no reply in time")
+BROKER_UNAVAILABLE = Counter(
+    "assessment_refresh_broker_unavailable_total", "Requests answered 503: the broker did not take them"
+)
+REQUESTS_PUBLISHED = Counter(
+    "assessment_refresh_requests_published_total", "Refresh requests delivered to the broker", ["mode"]
+)
+
+
+def watch_awaited(count: Callable[[], int]) -> None:
+    """The gauge reads the reply waiter's pending count when scraped."""
+    REPLIES_AWAITED.set_function(lambda: float(count()))
+
+
+async def metrics(_request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+class MetricsMiddleware:
+    """Times every HTTP request and labels it with its route template (not the
+    raw path: ids in paths would make one series per request)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_and_note(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            HTTP_DURATION.labels(_route(scope), scope["method"], str(status["code"])).observe(
+                time.perf_counter() - started
+            )
+
+
+def _route(scope: Scope) -> str:
+    for route in scope["app"].routes if "app" in scope else ():
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", scope["path"]))
+    return "unmatched"

