@@ -23,7 +23,13 @@ from consumer.bank import Deletion, QuestionData, mark_deleted, upsert_changed, 
 from consumer.consumer_metrics import count_refreshes
 from consumer.loader import LoadError, parse_question
 from consumer.refresh_rules import RefreshPlan
-from consumer.refresh_store import AssessmentsNotOwned, lock_assessments, lock_by_oids, refresh_locked
+from consumer.refresh_store import (
+    AssessmentsNotOwned,
+    lock_assessments,
+    lock_by_oids,
+    lock_for_run,
+    refresh_locked,
+)
 from shared.kafka import is_topic_name
 from shared.log_setup import bind
 from shared.messages import (
@@ -151,6 +157,13 @@ class Handlers:
         self._reports.clear()
         with self.engine.begin() as conn:
             stored = {} if replay else inbox.find_many(conn, [request.request_id for request, _ in items])
+            todo = [request for request, _ in items if request.request_id not in stored]
+            if len(todo) > 1:
+                lock_for_run(
+                    conn,
+                    [r.company_id for r in todo if not r.assessment_ids],
+                    [oid for r in todo for oid in r.assessment_ids or ()],
+                )
             fresh: dict[str, inbox.StoredResult] = {}
             owners: dict[str, int] = {}
             for request, _ in items:

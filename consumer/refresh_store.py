@@ -46,6 +46,14 @@ _LOCK_COMPANY_ASSESSMENTS = text(
     WHERE company_id = :company_id ORDER BY oid FOR UPDATE
     """
 )
+# A run of requests locks everything it may touch up front, in one statement
+# and in oid order, so that runs keep the no-deadlock ordering above.
+_LOCK_FOR_RUN = text(
+    """
+    SELECT oid FROM assessments
+    WHERE oid = ANY(:oids) OR company_id = ANY(:company_ids) ORDER BY oid FOR UPDATE
+    """
+)
 _SLOTS_WITH_BANK = text(
     """
     SELECT s.oid, s.section_idx, s.question_idx, s.qid, s.snapshot_version,
@@ -108,6 +116,15 @@ def lock_assessments(
         # Another company's rows may be locked too: the caller ends the transaction.
         raise AssessmentsNotOwned([oid for oid in wanted if oid not in owned])
     return locked
+
+
+def lock_for_run(conn: Connection, whole_companies: Sequence[int], oids: Sequence[int]) -> None:
+    """Lock, in oid order, every assessment of ``whole_companies`` and every one
+    of ``oids`` (whoever owns it): what a run of requests may refresh. Each
+    request then locks its own again, which no longer waits."""
+    in_range = sorted({oid for oid in oids if BIGINT_MIN <= oid <= BIGINT_MAX})
+    if whole_companies or in_range:
+        conn.execute(_LOCK_FOR_RUN, {"oids": in_range, "company_ids": sorted(set(whole_companies))}).all()
 
 
 def lock_by_oids(conn: Connection, oids: Sequence[int]) -> list[tuple[int, int, str]]:
