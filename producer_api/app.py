@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from producer_api import async_requests
+from producer_api.access_log import AccessLogIds
 from producer_api.api_metrics import (
     BROKER_UNAVAILABLE,
     REPLY_TIMEOUTS,
@@ -135,6 +136,7 @@ async def refresh_assessments(request: Request) -> JSONResponse:
     command = RefreshRequested(new_id(), company_id, ids)
     # Every line logged for this request from here on carries its id, as the
     # consumer's lines for it do: one grep follows it end to end.
+    request.state.request_id = command.request_id  # for uvicorn's access line (AccessLogIds)
     with bind(request_id=command.request_id, company_id=company_id):
         if async_requests.wants_async(request):
             log.info("refresh request accepted (async) for %s", "all assessments" if ids is None else f"{len(ids)} id(s)")
@@ -223,7 +225,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/metrics", metrics),
             *docs_routes(),
         ],
-        middleware=[Middleware(MetricsMiddleware)],
+        middleware=[Middleware(MetricsMiddleware), Middleware(AccessLogIds)],
         lifespan=lifespan,
         exception_handlers=EXCEPTION_HANDLERS,
     )
