@@ -27,6 +27,7 @@ from consumer.dead_letters import DLQ_SUFFIX, dead_letter, original_topic, trunc
 from consumer.handlers import DuplicateInFlight, Handled, Handlers, Outgoing, error_reply
 from consumer.inbox import mark_published
 from consumer.loader import LoadError, parse_question
+from consumer.log_fields import record_fields
 from consumer.refresh_store import ConcurrentBankChange
 from consumer.topics import consumed_topics, service_topics
 from shared.kafka import consumer_config, ensure_topics, producer_config
@@ -103,8 +104,7 @@ class Worker:
     def handle(self, msg: Message) -> Handled:
         """What to publish for one record, after retries; never raises but on stop."""
         topic, started = original_topic(msg), time.perf_counter()
-        correlation_id = header(msg.headers(), HEADER_CORRELATION_ID)
-        with bind(correlation_id=correlation_id, topic=msg.topic(), partition=msg.partition(), offset=msg.offset()):
+        with bind(**record_fields(msg, question_event=topic == self.settings.question_events_topic)):
             handled = self._handle(msg)
         PROCESSING.labels(topic).observe(time.perf_counter() - started)
         MESSAGES.labels(topic, "dead_lettered" if handled.dead_lettered else "ok").inc()
