@@ -63,7 +63,8 @@ def is_topic_name(name: str) -> bool:
 
 def ensure_topics(settings: Settings, topics: list[str], partitions: int | None = None) -> None:
     """Create the topics that are missing; existing ones are left alone."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": KAFKA_LOG}
+    admin = AdminClient(config)
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:
