@@ -57,10 +57,16 @@ def record_statistics(stats_json: str) -> None:
         stats = json.loads(stats_json)
     except ValueError:
         return
+    lags = {}
     for topic, topic_stats in stats.get("topics", {}).items():
         for partition, p in topic_stats.get("partitions", {}).items():
             if partition == "-1" or p.get("fetch_state") in (None, "none", "stopped"):
                 continue
             lag = p.get("consumer_lag_stored", p.get("consumer_lag", -1))
             if lag is not None and lag >= 0:
-                LAG.labels(topic, partition).set(lag)
+                lags[topic, partition] = lag
+    # Each report covers every partition this member reads: partitions it lost
+    # in a rebalance drop out instead of showing their last lag for ever.
+    LAG.clear()
+    for (topic, partition), lag in lags.items():
+        LAG.labels(topic, partition).set(lag)
