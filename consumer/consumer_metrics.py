@@ -17,7 +17,11 @@ MESSAGES = Counter(
     ["topic", "outcome"],
 )
 RETRIES = Counter(
-    "assessment_refresh_consumer_retries_total", "Transient failures retried (database or broker unreachable)"
+    "assessment_refresh_consumer_retries_total",
+    "Attempts retried, by source topic and reason: transient (database or broker unreachable; retried "
+    "until it works) or error (anything else; retried up to 3 attempts, then dead-lettered). A retried "
+    "record still counts once in messages_total, with its final outcome.",
+    ["topic", "reason"],
 )
 DEAD_LETTERED = Counter("assessment_refresh_consumer_dlq_total", "Records sent to a dead-letter topic", ["topic"])
 PROCESSING = Histogram(

@@ -120,7 +120,7 @@ class Worker:
                 return self._give_up(msg, exc, attempt)
             except TRANSIENT as exc:
                 self.stats.retries += 1
-                RETRIES.inc()
+                RETRIES.labels(original_topic(msg), "transient").inc()
                 log.warning("transient failure on %s [%d] @%d, retrying: %s", msg.topic(), msg.partition(), msg.offset(),
                             public_message(exc))
                 self._sleep(backoff(attempt))
@@ -129,6 +129,7 @@ class Worker:
                 log.exception("failure on %s [%d] @%d (attempt %d)", msg.topic(), msg.partition(), msg.offset(), attempt)
                 if attempt >= MAX_ATTEMPTS:
                     return self._give_up(msg, exc, attempt)
+                RETRIES.labels(original_topic(msg), "error").inc()
                 self._sleep(backoff(attempt))
 
     def _dispatch(self, msg: Message) -> Handled:
@@ -215,7 +216,7 @@ class Worker:
                 return handled
             except TRANSIENT as exc:
                 self.stats.retries += 1
-                RETRIES.inc()
+                RETRIES.labels(topic, "transient").inc()
                 log.warning("transient failure on a run of %d records, retrying: %s", len(run), public_message(exc))
                 self._sleep(backoff(attempt))
             except Exception:  # noqa: BLE001 - find the culprit: one by one, with retries and the DLQ

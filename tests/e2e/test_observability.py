@@ -16,10 +16,10 @@ from assessment_refresh.local_servers import free_port
 from consumer.dead_letters import dlq_topic
 from shared.settings import Settings
 from tests.conftest import unique_settings
-from tests.kafka_tools import deleted_event, produce, publish_event, read_topic
+from tests.kafka_tools import deleted_event, produce, publish_event, read_topic, upserted_event
 from tests.processes import ServiceProcess, start_api, start_consumer
 from tests.waiting import eventually
-from tests.worlds import load, standard_changes, standard_world
+from tests.worlds import load, question, standard_changes, standard_world
 
 pytestmark = pytest.mark.e2e
 
@@ -79,9 +79,13 @@ def test_metrics_count_what_happened(running: Running, engine: Engine) -> None:
     reply = httpx.post(api.url + PATH, json={"assessment_ids": [11]}, headers={"apiKey": ACME_KEY}, timeout=30)
     assert reply.status_code == 200, reply.text
     detail = reply.json()["details"][0]
-    # One poison record, and one deletion event for a question nobody uses.
+    # One poison record (dead-lettered at once); one upsert of a question of an
+    # unknown company (fails for good: 3 attempts, 2 retries, then the DLQ); and
+    # the deletion event of 150, which refreshes 11 again (150 still has no alternative).
     produce(settings.kafka_bootstrap_servers, settings.question_events_topic, b"not json", b"1")
-    read_topic(settings.kafka_bootstrap_servers, dlq_topic(settings.question_events_topic), at_least=1)
+    publish_event(settings.kafka_bootstrap_servers, settings.question_events_topic,
+                  upserted_event(question(700, company_id=99)))
+    read_topic(settings.kafka_bootstrap_servers, dlq_topic(settings.question_events_topic), at_least=2)
     publish_event(settings.kafka_bootstrap_servers, settings.question_events_topic, deleted_event(150))
     # And a caller without a key.
     assert httpx.post(api.url + PATH, json={}, timeout=10).status_code == 401
@@ -103,16 +107,23 @@ def test_metrics_count_what_happened(running: Running, engine: Engine) -> None:
     assert delta(consumer_after, consumer_before, "assessment_refresh_consumer_messages_total",
                  topic=requests_topic, outcome="ok") == 1
     assert delta(consumer_after, consumer_before, "assessment_refresh_consumer_messages_total",
-                 topic=events_topic, outcome="dead_lettered") == 1
-    assert delta(consumer_after, consumer_before, "assessment_refresh_consumer_dlq_total", topic=events_topic) == 1
+                 topic=events_topic, outcome="ok") == 1
+    assert delta(consumer_after, consumer_before, "assessment_refresh_consumer_messages_total",
+                 topic=events_topic, outcome="dead_lettered") == 2
+    assert delta(consumer_after, consumer_before, "assessment_refresh_consumer_dlq_total", topic=events_topic) == 2
+    assert delta(consumer_after, consumer_before, "assessment_refresh_consumer_retries_total",
+                 topic=events_topic, reason="error") == 2
     assert delta(consumer_after, consumer_before, "assessment_refresh_assessments_refreshed_total",
                  trigger="request") == 1
-    assert delta(consumer_after, consumer_before, "assessment_refresh_questions_refreshed_total") == \
-        detail["questions_refreshed"]
-    assert delta(consumer_after, consumer_before, "assessment_refresh_questions_replaced_total") == \
-        detail["deleted_questions_replaced"]
-    assert delta(consumer_after, consumer_before, "assessment_refresh_replacement_failures_total") >= \
-        detail["deleted_questions_not_replaced"]
+    assert delta(consumer_after, consumer_before, "assessment_refresh_assessments_refreshed_total",
+                 trigger="question.deleted") == 1
+    # The request's report, plus the deletion's refresh of 11 (nothing to do but
+    # report 150 again as a failure).
+    assert (detail["questions_refreshed"], detail["deleted_questions_replaced"]) == (1, 1)
+    assert delta(consumer_after, consumer_before, "assessment_refresh_questions_refreshed_total") == 1
+    assert delta(consumer_after, consumer_before, "assessment_refresh_questions_replaced_total") == 1
+    assert delta(consumer_after, consumer_before, "assessment_refresh_replacement_failures_total") == \
+        detail["deleted_questions_not_replaced"] + 1 == 2
     assert delta(consumer_after, consumer_before, "assessment_refresh_consumer_processing_seconds_count",
                  topic=requests_topic) == 1
 
