@@ -58,6 +58,9 @@ class TansuBroker:
             ],
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
+            # Its own session: a Ctrl-C in the terminal reaches `dev` and its
+            # services, which stop in order, and not the broker under them.
+            start_new_session=True,
         )
         wait_for_port(self.port)
         return self

@@ -180,9 +180,12 @@ async def healthz(_request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when the reply reader is positioned and the database answers."""
+    """Ready when the reply reader is positioned, the broker and the database answer."""
     services: Services = request.state.services
-    checks = {"reply_consumer_assigned": services.waiter.ready.is_set()}
+    checks = {
+        "reply_consumer_assigned": services.waiter.ready.is_set(),
+        "broker": await run_in_threadpool(services.publisher.broker_reachable),
+    }
     try:
         await run_in_threadpool(_ping, services.engine)
         checks["database"] = True

@@ -57,6 +57,14 @@ class RequestPublisher:
         self._stop.set()
         self._thread.join(timeout=2)
 
+    def broker_reachable(self) -> bool:
+        """Blocking (call it off the event loop): the broker answers a metadata request."""
+        try:
+            self._producer.list_topics(timeout=1.5)
+        except KafkaException:
+            return False
+        return True
+
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
         delivered: asyncio.Future[None] = self.loop.create_future()
 

@@ -139,6 +139,9 @@ def test_metrics_count_what_happened(running: Running, engine: Engine) -> None:
 
 def test_health_endpoints_of_both_processes(running: Running) -> None:
     assert httpx.get(running.api.url + "/healthz", timeout=5).json() == {"status": "ok"}
+    api_ready = httpx.get(running.api.url + "/readyz", timeout=5)
+    assert (api_ready.status_code, api_ready.json()) == (
+        200, {"ready": True, "reply_consumer_assigned": True, "broker": True, "database": True})
     assert httpx.get(running.consumer_url + "/healthz", timeout=5).json() == {"status": "ok"}
     def readiness() -> dict[str, bool] | None:
         body = httpx.get(running.consumer_url + "/readyz", timeout=5).json()
