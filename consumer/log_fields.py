@@ -40,7 +40,7 @@ def record_fields(msg: Record, *, question_event: bool) -> dict[str, Any]:
 def _event_id(value: bytes | None) -> str | None:
     try:
         decoded = json.loads(value) if value else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # not JSON, or absurdly nested
         return None
     event_id = decoded.get("event_id") if isinstance(decoded, dict) else None
     # Only a plausible id (an upstream uuid), never an arbitrary value of the record.

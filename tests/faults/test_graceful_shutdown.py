@@ -99,9 +99,12 @@ def test_a_consumer_stopped_mid_work_exits_cleanly_and_nothing_is_redone(
             progress = Progress()
             stop: dict[str, Any] = {}
 
+            # Settled before the load starts: 300 requests take about two seconds,
+            # so waiting for the group inside the stopper could miss them all.
+            wait_group_stable(settings)
+
             def stop_and_replace() -> None:
                 try:
-                    wait_group_stable(settings)
                     progress.wait_for(STOP_AT)
                     stop["rc"], stop["seconds"] = fleet.terminate("first", bound=BOUND_S)
                     fleet.start("successor")
