@@ -26,7 +26,7 @@ from consumer.consumer_metrics import DEAD_LETTERED, MESSAGES, PROCESSING, RETRI
 from consumer.dead_letters import DLQ_SUFFIX, dead_letter, original_topic, truncated
 from consumer.handlers import DuplicateInFlight, Handled, Handlers, Outgoing, error_reply
 from consumer.inbox import mark_published
-from consumer.loader import LoadError, parse_question
+from consumer.loader import parse_question
 from consumer.log_fields import record_fields
 from consumer.refresh_store import ConcurrentBankChange
 from consumer.topics import consumed_topics, service_topics
@@ -197,7 +197,7 @@ class Worker:
                 event = QuestionEvent.from_json(msg.value())
                 if event.type == QUESTION_UPSERTED:
                     return RUN_UPSERTS, (event, parse_question(event.question, f"event {event.event_id}"))
-        except (MessageError, LoadError):
+        except Exception:  # noqa: BLE001 - anything odd goes one by one, where errors are handled
             pass
         return None, None
 
