@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from consumer import inbox
-from consumer.bank import Deletion, QuestionData, mark_deleted, upsert_changed, upsert_questions
+from consumer.bank import Deletion, QuestionData, mark_deleted, upsert_changed
 from consumer.consumer_metrics import count_refreshes
 from consumer.loader import LoadError, parse_question
 from consumer.refresh_rules import RefreshPlan
@@ -38,6 +38,7 @@ from shared.messages import (
     HEADER_CORRELATION_ID,
     QUESTION_DELETED,
     QUESTION_UPSERTED,
+    REFRESH_REQUEST_KIND,
     Headers,
     MessageError,
     QuestionEvent,
@@ -165,13 +166,13 @@ class Handlers:
                     [oid for r in todo for oid in r.assessment_ids or ()],
                 )
             fresh: dict[str, inbox.StoredResult] = {}
-            owners: dict[str, int] = {}
+            owners: dict[str, int | None] = {}
             for request, _ in items:
                 request_id = request.request_id
                 if request_id not in stored and request_id not in fresh:
                     fresh[request_id] = self._refresh(conn, request)
                     owners[request_id] = request.company_id
-            if not inbox.record_many(conn, "refresh.request", fresh, owners, overwrite=replay):
+            if not inbox.record_many(conn, REFRESH_REQUEST_KIND, fresh, owners, overwrite=replay):
                 raise DuplicateInFlight(f"one of {len(fresh)} requests")
         self._count_committed()
         for request, _ in items:
@@ -212,27 +213,23 @@ class Handlers:
     # -- question events (upstream bank) ------------------------------------
 
     def question_event(self, event: QuestionEvent, *, replay: bool = False) -> Handled:
+        if event.type != QUESTION_DELETED:
+            try:
+                question = parse_question(event.question, f"event {event.event_id}")
+            except LoadError as exc:  # a bad question is a bad message: dead-letter at once
+                raise MessageError(str(exc)) from exc
+            return self.question_upserts([(event, question)], replay=replay)[0]
+        assert event.qid is not None
         self._reports.clear()
         with self.engine.begin() as conn:
             stored = None if replay else inbox.find(conn, event.event_id)
             if stored is None:
-                occurred_at = parse_timestamp(event.occurred_at)
-                if event.type == QUESTION_DELETED:
-                    assert event.qid is not None
-                    stored = self._question_deleted(conn, event.event_id, event.qid, occurred_at)
-                else:
-                    try:
-                        question = parse_question(event.question, f"event {event.event_id}")
-                    except LoadError as exc:  # a bad question is a bad message: dead-letter at once
-                        raise MessageError(str(exc)) from exc
-                    changed = upsert_questions(conn, [question], occurred_at)
-                    stored = inbox.StoredResult(200, {"applied": event.type, "changed": changed}, [])
+                stored = self._question_deleted(conn, event.event_id, event.qid, parse_timestamp(event.occurred_at))
                 if not inbox.record(conn, event.event_id, event.type, None, stored, overwrite=replay):
                     raise DuplicateInFlight(event.event_id)
         self._count_committed()
         with bind(event_id=event.event_id):
-            log.info("%s %s: %d %s", event.type, event.qid if event.qid is not None else "", stored.status,
-                     json.dumps(stored.reply))
+            log.info("%s %d: %d %s", event.type, event.qid, stored.status, json.dumps(stored.reply))
         events = [] if stored.published else self._events(stored.events, event.event_id)
         return Handled(events, event.event_id if events else None)
 
@@ -271,6 +268,7 @@ class Handlers:
             }
             if not inbox.record_many(conn, QUESTION_UPSERTED, results, overwrite=replay):
                 raise DuplicateInFlight(f"one of {len(results)} question events")
+        log.info("%d question.upserted event(s) applied, %d changed the bank", len(results), len(changed_events))
         return [Handled([]) for _ in items]
 
     def _question_deleted(

@@ -22,11 +22,7 @@ class StoredResult:
 
 
 def find(conn: Connection, message_id: str) -> StoredResult | None:
-    row = conn.execute(
-        text("SELECT status, reply, events, published FROM processed_messages WHERE message_id = :id"),
-        {"id": message_id},
-    ).first()
-    return None if row is None else StoredResult(row.status, row.reply, row.events, row.published)
+    return find_many(conn, [message_id]).get(message_id)
 
 
 def find_many(conn: Connection, message_ids: list[str]) -> dict[str, StoredResult]:
@@ -37,11 +33,25 @@ def find_many(conn: Connection, message_ids: list[str]) -> dict[str, StoredResul
     return {row.message_id: StoredResult(row.status, row.reply, row.events, row.published) for row in rows}
 
 
+def record(
+    conn: Connection,
+    message_id: str,
+    kind: str,
+    company_id: int | None,
+    result: StoredResult,
+    *,
+    overwrite: bool = False,
+) -> bool:
+    """Store a result in the caller's transaction. False if the id was already
+    there (a concurrent duplicate won); with ``overwrite`` (replay), replace it."""
+    return record_many(conn, kind, {message_id: result}, {message_id: company_id}, overwrite=overwrite)
+
+
 def record_many(
     conn: Connection,
     kind: str,
     results: dict[str, StoredResult],
-    company_ids: dict[str, int] | None = None,
+    company_ids: dict[str, int | None] | None = None,
     *,
     overwrite: bool = False,
 ) -> bool:
@@ -73,41 +83,6 @@ def record_many(
         },
     ).all()
     return len(inserted) == len(ids)
-
-
-def record(
-    conn: Connection,
-    message_id: str,
-    kind: str,
-    company_id: int | None,
-    result: StoredResult,
-    *,
-    overwrite: bool = False,
-) -> bool:
-    """Store a result in the caller's transaction. False if the id was already
-    there (a concurrent duplicate won); with ``overwrite`` (replay), replace it."""
-    conflict = (
-        "DO UPDATE SET status = EXCLUDED.status, reply = EXCLUDED.reply, "
-        "events = EXCLUDED.events, published = false, processed_at = now()"
-        if overwrite
-        else "DO NOTHING"
-    )
-    inserted = conn.execute(
-        text(
-            "INSERT INTO processed_messages (message_id, kind, company_id, status, reply, events) "
-            "VALUES (:id, :kind, :company, :status, CAST(:reply AS jsonb), CAST(:events AS jsonb)) "
-            f"ON CONFLICT (message_id) {conflict} RETURNING message_id"
-        ),
-        {
-            "id": message_id,
-            "kind": kind,
-            "company": company_id,
-            "status": result.status,
-            "reply": json.dumps(result.reply),
-            "events": json.dumps(result.events),
-        },
-    ).first()
-    return inserted is not None
 
 
 def mark_published(engine: Engine, message_ids: list[str]) -> None:

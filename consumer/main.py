@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from consumer.health_server import HealthServer
 from consumer.topics import consumed_topics, service_topics
 from consumer.worker import Worker, live_consumer
-from shared.db import make_engine
+from shared.db import make_engine, ping
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 
@@ -47,14 +47,9 @@ def _health_server(settings: Settings, engine: Engine, worker: Worker, joined: t
     if not settings.consumer_metrics_port:
         return None
 
-    def database() -> bool:
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-        return True
-
     def broker() -> bool:
         worker.producer.list_topics(timeout=2)
         return True
 
-    checks = {"group_joined": joined.is_set, "database": database, "broker": broker}
+    checks = {"group_joined": joined.is_set, "database": lambda: ping(engine), "broker": broker}
     return HealthServer(settings.consumer_metrics_host, settings.consumer_metrics_port, checks).start()

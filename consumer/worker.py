@@ -80,8 +80,6 @@ def backoff(attempt: int) -> float:
 class Stats:
     processed: int = 0
     dead_lettered: int = 0
-    retries: int = 0
-    undeliverable: int = 0
 
 
 class Worker:
@@ -119,7 +117,6 @@ class Worker:
             except MessageError as exc:
                 return self._give_up(msg, exc, attempt)
             except TRANSIENT as exc:
-                self.stats.retries += 1
                 RETRIES.labels(original_topic(msg), "transient").inc()
                 log.warning("transient failure on %s [%d] @%d, retrying: %s", msg.topic(), msg.partition(), msg.offset(),
                             public_message(exc))
@@ -215,7 +212,6 @@ class Worker:
                 MESSAGES.labels(topic, "ok").inc(len(run))
                 return handled
             except TRANSIENT as exc:
-                self.stats.retries += 1
                 RETRIES.labels(topic, "transient").inc()
                 log.warning("transient failure on a run of %d records, retrying: %s", len(run), public_message(exc))
                 self._sleep(backoff(attempt))
@@ -297,7 +293,6 @@ class Worker:
             log.error("dead-letter copy for %s too large: sending it without its value", item.topic)
             return truncated(item)
         log.error("giving up a message to %s (%d bytes): %s", item.topic, len(item.value), err)
-        self.stats.undeliverable += 1
         return None
 
     def _recreate_topics(self) -> None:

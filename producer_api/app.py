@@ -35,7 +35,7 @@ from producer_api.publisher import BrokerUnavailable, RequestPublisher
 from producer_api.ratelimit import RateLimiter
 from producer_api.replies import ReplyWaiter
 from producer_api.validation import BadRequest, parse_assessment_ids
-from shared.db import make_engine
+from shared.db import make_engine, ping
 from shared.log_setup import bind
 from shared.messages import MessageError, RefreshReply, RefreshRequested, new_id
 from shared.settings import Settings
@@ -187,16 +187,11 @@ async def readyz(request: Request) -> JSONResponse:
         "broker": await run_in_threadpool(services.publisher.broker_reachable),
     }
     try:
-        await run_in_threadpool(_ping, services.engine)
+        await run_in_threadpool(ping, services.engine)
         checks["database"] = True
     except SQLAlchemyError:
         checks["database"] = False
     return JSONResponse({"ready": all(checks.values()), **checks}, status_code=200 if all(checks.values()) else 503)
-
-
-def _ping(engine: Engine) -> None:
-    with engine.connect() as conn:
-        conn.exec_driver_sql("SELECT 1")
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

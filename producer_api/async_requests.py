@@ -33,7 +33,7 @@ from producer_api.auth import admit_key, company_of_key
 from producer_api.dispatch import publish_request
 from producer_api.errors import error
 from producer_api.publisher import BrokerUnavailable
-from shared.messages import MessageError, RefreshReply, RefreshRequested
+from shared.messages import REFRESH_REQUEST_KIND, MessageError, RefreshReply, RefreshRequested
 
 if TYPE_CHECKING:  # app.py imports this module
     from producer_api.app import Services
@@ -48,8 +48,6 @@ REPLY_WATCH_S = 3600.0
 # Ids are UUIDs; anything much longer is not one of ours, and PostgreSQL text
 # cannot hold NUL, so such ids are answered 404 without asking the database.
 MAX_REQUEST_ID_CHARS = 128
-# processed_messages.kind of a refresh request, as consumer/handlers.py records it.
-REFRESH_REQUEST_KIND = "refresh.request"
 
 
 def wants_async(request: Request) -> bool:

@@ -18,6 +18,13 @@ def make_engine(database_url: str, **kwargs: object) -> Engine:
     return create_engine(database_url, pool_pre_ping=True, hide_parameters=True, future=True, **kwargs)
 
 
+def ping(engine: Engine) -> bool:
+    """True when the database answers (raises when it does not)."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+    return True
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision``. Safe to run from several processes at once."""
     config = Config()

@@ -131,6 +131,8 @@ class RefreshReply:
 
 QUESTION_DELETED = "question.deleted"
 QUESTION_UPSERTED = "question.upserted"
+# processed_messages.kind of a refresh request (the consumer writes it, async mode reads it).
+REFRESH_REQUEST_KIND = "refresh.request"
 
 
 def _is_timestamp(value: object) -> bool:

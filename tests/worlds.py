@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, text
 
 from consumer.loader import load_world, parse_world
+
+
+@contextmanager
+def slot_updates_refused(engine: Engine, message: str = "slot table is read-only") -> Iterator[None]:
+    """A real database failure inside a refresh: a trigger that refuses every
+    update of assessment_slots with ``message``, dropped on the way out."""
+    name = f"refuse_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION '{message}'; "
+                          "END $$ LANGUAGE plpgsql"))
+        conn.execute(text(f"CREATE TRIGGER {name} BEFORE UPDATE ON assessment_slots "
+                          f"FOR EACH ROW EXECUTE FUNCTION {name}()"))
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f"DROP TRIGGER {name} ON assessment_slots"))
+            conn.execute(text(f"DROP FUNCTION {name}()"))
 
 
 def question(qid: int, kind: tuple[str, str, str] = ("mcq", "python", "medium"), company_id: int | None = None,

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, text
 from shared.settings import Settings
 from tests.conftest import TABLES, unique_settings
 from tests.processes import ServiceProcess, start_api, start_consumer
-from tests.worlds import load, slots, standard_changes, standard_world
+from tests.worlds import load, slot_updates_refused, slots, standard_changes, standard_world
 
 pytestmark = pytest.mark.e2e
 
@@ -136,17 +136,8 @@ def test_async_requests_are_authenticated_and_validated_as_sync_ones(service: Se
 def test_a_failed_refresh_is_a_500_result(service: ServiceProcess, world: Engine) -> None:
     # The consumer dead-letters the request and only publishes its 500 (its
     # transaction rolled back): the API keeps the reply it saw.
-    with world.begin() as conn:
-        conn.execute(text(
-            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'slot table is read-only'; END $$ "
-            "LANGUAGE plpgsql"))
-        conn.execute(text("CREATE TRIGGER refuse BEFORE UPDATE ON assessment_slots FOR EACH ROW EXECUTE FUNCTION refuse()"))
-    try:
+    with slot_updates_refused(world):
         result = poll(service, accepted(refresh(service, {"assessment_ids": [11]})))
-    finally:
-        with world.begin() as conn:
-            conn.execute(text("DROP TRIGGER refuse ON assessment_slots"))
-            conn.execute(text("DROP FUNCTION refuse()"))
     assert result.status_code == 500
     assert result.json()["error"].startswith("Error refreshing assessment data: ")
     with world.connect() as conn:

@@ -19,7 +19,7 @@ import pytest
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_spec_validator import validate as validate_spec
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from starlette.routing import Match
 from starlette.testclient import TestClient
 
@@ -27,7 +27,7 @@ from producer_api.app import create_app
 from shared.settings import Settings
 from tests.conftest import unique_settings
 from tests.processes import ServiceProcess, start_api
-from tests.worlds import load, standard_changes, standard_world
+from tests.worlds import load, slot_updates_refused, standard_changes, standard_world
 
 REFRESH = "/assessments/refresh-assessments"
 STATUS = "/assessments/refresh-requests/{request_id}"
@@ -204,16 +204,8 @@ def test_async_responses_conform(service: ServiceProcess, world: Engine, spec: O
 
 @pytest.mark.e2e
 def test_failure_responses_conform(service: ServiceProcess, world: Engine, spec: OpenAPI) -> None:
-    with world.begin() as conn:
-        conn.execute(text(
-            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'read-only'; END $$ LANGUAGE plpgsql"))
-        conn.execute(text("CREATE TRIGGER refuse BEFORE UPDATE ON assessment_slots FOR EACH ROW EXECUTE FUNCTION refuse()"))
-    try:
+    with slot_updates_refused(world):
         assert check(spec, post(service, {"assessment_ids": [11]})).status_code == 500
-    finally:
-        with world.begin() as conn:
-            conn.execute(text("DROP TRIGGER refuse ON assessment_slots"))
-            conn.execute(text("DROP FUNCTION refuse()"))
 
 
 @pytest.fixture

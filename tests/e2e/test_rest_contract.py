@@ -8,12 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from shared.settings import Settings
 from tests.conftest import unique_settings
 from tests.processes import ServiceProcess, start_api
-from tests.worlds import load, slots, standard_changes, standard_world
+from tests.worlds import load, slot_updates_refused, slots, standard_changes, standard_world
 
 pytestmark = pytest.mark.e2e
 
@@ -149,22 +149,13 @@ def test_body_over_the_limit_gets_413(service: ServiceProcess, service_settings:
 
 def test_failure_while_refreshing_gets_500_and_changes_nothing(service: ServiceProcess, world: Engine) -> None:
     # A real database failure inside the refresh transaction: a trigger that refuses the update.
-    with world.begin() as conn:
-        conn.execute(text(
-            "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'slot table is read-only'; END $$ "
-            "LANGUAGE plpgsql"))
-        conn.execute(text("CREATE TRIGGER refuse BEFORE UPDATE ON assessment_slots FOR EACH ROW EXECUTE FUNCTION refuse()"))
-    try:
+    with slot_updates_refused(world):
         before = slots(world, 11)
         response = post(service, {"assessment_ids": [11]})
         assert response.status_code == 500
         error = response.json()["error"]
         assert error.startswith("Error refreshing assessment data: ") and "slot table is read-only" in error
         assert slots(world, 11) == before
-    finally:
-        with world.begin() as conn:
-            conn.execute(text("DROP TRIGGER refuse ON assessment_slots"))
-            conn.execute(text("DROP FUNCTION refuse()"))
     assert post(service, {"assessment_ids": [11]}).status_code == 200, "the consumer moved on"
 
 

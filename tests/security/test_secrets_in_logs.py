@@ -35,7 +35,7 @@ from tests.kafka_tools import deleted_event, produce, publish_event, upserted_ev
 from tests.processes import ServiceProcess, start_api, start_consumer
 from tests.security.conftest import PATH, all_user_tables, record_status, table_dump
 from tests.waiting import eventually
-from tests.worlds import load
+from tests.worlds import load, slot_updates_refused
 
 pytestmark = pytest.mark.e2e
 
@@ -171,19 +171,9 @@ def test_a_refused_question_event_does_not_write_its_content_to_the_log(
 
 
 def test_a_500_does_not_show_sql_to_the_caller(debug_service: DebugService, world: Engine) -> None:
-    name = f"refuse_{TAG}"
-    with world.begin() as conn:
-        conn.execute(text(f"CREATE FUNCTION {name}() RETURNS trigger AS $$ BEGIN "
-                          "RAISE EXCEPTION 'slot table is read-only'; END $$ LANGUAGE plpgsql"))
-        conn.execute(text(f"CREATE TRIGGER {name} BEFORE UPDATE ON assessment_slots "
-                          f"FOR EACH ROW EXECUTE FUNCTION {name}()"))
-    try:
+    with slot_updates_refused(world):
         load(world, {"questions": [bank_question(101, label="101-changed")]})
         response = post(debug_service, {"apiKey": ACME_KEY}, json.dumps({"assessment_ids": [11]}).encode())
-    finally:
-        with world.begin() as conn:
-            conn.execute(text(f"DROP TRIGGER {name} ON assessment_slots"))
-            conn.execute(text(f"DROP FUNCTION {name}()"))
     assert response.status_code == 500
     error = response.json()["error"]
     assert error.startswith("Error refreshing assessment data: ") and "slot table is read-only" in error
