@@ -20,6 +20,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_outside_ephemeral_range() -> int:
+    """A free loopback port below net.ipv4.ip_local_port_range, for a server
+    that may be stopped and started again on the same port: while it is down,
+    no outgoing connection can be given that port as its local one (which
+    would keep the server from binding it again, or let a reconnecting client
+    connect to itself)."""
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, max(20001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -21,8 +21,12 @@ ReadinessChecks = dict[str, Callable[[], bool]]
 
 
 class HealthServer:
-    def __init__(self, host: str, port: int, checks: ReadinessChecks) -> None:
+    def __init__(
+        self, host: str, port: int, checks: ReadinessChecks, details: Callable[[], dict[str, object]] | None = None
+    ) -> None:
         self.checks = checks
+        # More for /readyz's body than yes or no (which topics are missing, say).
+        self.details = details or dict
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,7 +38,7 @@ class HealthServer:
                 elif self.path == "/readyz":
                     results = server.readiness()
                     ready = all(results.values())
-                    self._send_json(200 if ready else 503, {"ready": ready, **results})
+                    self._send_json(200 if ready else 503, {"ready": ready, **results, **server.details()})
                 else:
                     self._send_json(404, {"error": "Not Found"})
 

@@ -51,5 +51,14 @@ def _health_server(settings: Settings, engine: Engine, worker: Worker, joined: t
         worker.producer.list_topics(timeout=2)
         return True
 
-    checks = {"group_joined": joined.is_set, "database": lambda: ping(engine), "broker": broker}
-    return HealthServer(settings.consumer_metrics_host, settings.consumer_metrics_port, checks).start()
+    checks = {
+        "group_joined": joined.is_set,
+        "database": lambda: ping(engine),
+        "broker": broker,
+        "topics": lambda: not worker.missing_topics,
+    }
+
+    def details() -> dict[str, object]:
+        return {"missing_topics": sorted(worker.missing_topics)} if worker.missing_topics else {}
+
+    return HealthServer(settings.consumer_metrics_host, settings.consumer_metrics_port, checks, details).start()

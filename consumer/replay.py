@@ -12,8 +12,12 @@ consumer group is untouched; its progress is committed to that group.
 - ``<topic>.dlq``: records go back to their original handler; what still fails
   is dead-lettered again with its first origin.
 
-Where the broker cannot look offsets up by time (Tansu answers 0), the replay
-starts earlier and skips records older than --from-time itself.
+Each partition is read from its planned start to the end offset planned when
+the replay started (a time window becomes offsets through the broker's
+offsets_for_times), so what the replay itself dead-letters into a topic it
+reads is left for the next replay. On the Tansu profile, whose broker reports
+end offsets low and answers 0 to offsets_for_times, a replay reads to
+end-of-partition and filters records by their timestamps instead.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from tqdm import tqdm
 
 from consumer.dead_letters import H_REPLAY_ID
 from consumer.worker import Worker
+from shared.broker_profile import profile_named
 from shared.kafka import consumer_config
 from shared.messages import header
 from shared.settings import Settings
@@ -70,17 +75,17 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def plan_replay(consumer: Consumer, topic: str, start: StartPoint) -> list[PartitionPlan]:
+def plan_replay(consumer: Consumer, topic: str, start: StartPoint, until: datetime | None = None) -> list[PartitionPlan]:
+    """Per partition, the offsets to read: [start, end) with end the high
+    watermark now, or the first offset after ``until``."""
     metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
     if metadata is None or metadata.error is not None:
         raise SystemExit(f"error: topic {topic} does not exist or cannot be read")
     partitions = sorted(metadata.partitions)
     if start.partition is not None and start.partition not in partitions:
         raise SystemExit(f"error: topic {topic} has no partition {start.partition}")
-    by_time: dict[int, int] = {}
-    if start.since is not None:
-        wanted = [TopicPartition(topic, p, _ms(start.since)) for p in partitions]
-        by_time = {tp.partition: tp.offset for tp in consumer.offsets_for_times(wanted, timeout=10)}
+    since = _offsets_at(consumer, topic, partitions, start.since)
+    to = _offsets_at(consumer, topic, partitions, until, after=True)
     plans = []
     for p in partitions:
         low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
@@ -89,12 +94,24 @@ def plan_replay(consumer: Consumer, topic: str, start: StartPoint) -> list[Parti
                 continue
             first = max(low, start.offset or 0)
         elif start.since is not None:
-            found = by_time.get(p, -1)
+            found = since[p]
             first = high if found < 0 else max(low, found)  # -1: nothing at or after that time
         else:
             first = low
-        plans.append(PartitionPlan(p, first, high))
+        end = high if until is None or to[p] < 0 else min(high, to[p])
+        plans.append(PartitionPlan(p, first, max(first, end)))
     return plans
+
+
+def _offsets_at(
+    consumer: Consumer, topic: str, partitions: list[int], moment: datetime | None, *, after: bool = False
+) -> dict[int, int]:
+    """The first offset at (or, ``after``, past) ``moment`` per partition; -1: none."""
+    if moment is None:
+        return {}
+    ms = _ms(moment) + (1 if after else 0)
+    wanted = [TopicPartition(topic, p, ms) for p in partitions]
+    return {tp.partition: tp.offset for tp in consumer.offsets_for_times(wanted, timeout=10)}
 
 
 def run_replay(
@@ -112,7 +129,7 @@ def run_replay(
     consumer = Consumer(consumer_config(settings, group, **{"enable.auto.commit": False, "enable.partition.eof": True}))
     summary = ReplaySummary()
     try:
-        plans = plan_replay(consumer, topic, start)
+        plans = plan_replay(consumer, topic, start, until)
         for plan in plans:
             print(f"partition {plan.partition}: offsets {plan.start}..{plan.end} ({plan.count} records)")
         total = sum(p.count for p in plans)
@@ -141,15 +158,13 @@ def _replay(
     quiet: bool,
 ) -> ReplaySummary:
     worker = Worker(settings, engine, replay=True)
+    to_eof = profile_named(settings.broker_profile).replay_reads_to_partition_eof
     summary = ReplaySummary()
     started = time.monotonic()
-    # A partition is done at end-of-partition, not at the high watermark seen at
-    # start: Tansu reports that watermark low (DESIGN.md section 7), and a
-    # replay that stopped there would miss the tail of the last batch.
-    remaining = {p.partition for p in plans if p.count}
+    # partition -> the offset it is done at (planned), or None: at end-of-partition (Tansu).
+    remaining: dict[int, int | None] = {p.partition: (None if to_eof else p.end) for p in plans if p.count}
     consumer.assign([TopicPartition(topic, p.partition, p.start or OFFSET_BEGINNING) for p in plans if p.count])
-    since_ms = _ms(since) if since else None
-    until_ms = _ms(until) if until else None
+    window = _RecordTimeWindow(since, until) if to_eof else None
     with tqdm(total=sum(p.count for p in plans), unit="msg", disable=quiet, desc=topic) as bar:
         while remaining:
             # As in the live loop: wait for one record, take what is fetched.
@@ -162,21 +177,31 @@ def _replay(
                 if err is not None:
                     if err.code() != KafkaError._PARTITION_EOF:
                         raise KafkaException(err)
-                    remaining.discard(msg.partition())
+                    # At the end: on Kafka past the planned end too (an end
+                    # offset may be a transaction marker, never delivered).
+                    remaining.pop(msg.partition() or 0, None)
                     continue
                 partition, offset = msg.partition(), msg.offset()
                 assert partition is not None and offset is not None  # a record, not an event
+                if partition not in remaining:
+                    continue  # past its planned end, fetched along with the rest
+                end = remaining[partition]
+                if end is not None and offset >= end:
+                    remaining.pop(partition)
+                    continue
                 next_offsets[partition] = offset + 1
-                if header(msg.headers(), H_REPLAY_ID) == worker.replay_id:
+                if end is not None and offset + 1 >= end:
+                    remaining.pop(partition)
+                if worker.replay_id is not None and header(msg.headers(), H_REPLAY_ID) == worker.replay_id:
                     # Dead-lettered back into this topic by this very replay: the
                     # next replay (after the next fix) takes it, not this one.
                     continue
                 summary.read += 1
-                stamp = msg.timestamp()[1]
-                if (since_ms is not None and stamp < since_ms) or (until_ms is not None and stamp > until_ms):
+                if window is not None and not window.holds(msg):
                     summary.skipped_by_time += 1
                 else:
                     records.append(msg)
+                bar.update(1)
             before = worker.stats.dead_lettered
             worker.handle_batch(records)
             summary.reprocessed += len(records)
@@ -185,7 +210,18 @@ def _replay(
                 consumer.commit(
                     offsets=[TopicPartition(topic, p, o) for p, o in next_offsets.items()], asynchronous=False
                 )
-            bar.update(sum(1 for msg in batch if msg.error() is None))
     worker.producer.flush(10)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+@dataclass(frozen=True)
+class _RecordTimeWindow:
+    """The Tansu profile's stand-in for offsets_for_times: keep records by timestamp."""
+
+    since: datetime | None
+    until: datetime | None
+
+    def holds(self, msg: Message) -> bool:
+        stamp = msg.timestamp()[1]
+        return not ((self.since is not None and stamp < _ms(self.since)) or (self.until is not None and stamp > _ms(self.until)))

@@ -30,6 +30,7 @@ from consumer.loader import parse_question
 from consumer.log_fields import record_fields
 from consumer.refresh_store import ConcurrentBankChange
 from consumer.topics import consumed_topics, service_topics
+from shared.broker_profile import profile_named
 from shared.kafka import consumer_config, ensure_topics, producer_config
 from shared.log_setup import bind
 from shared.messages import (
@@ -59,8 +60,8 @@ PERMANENT_DELIVERY_ERRORS = {
     KafkaError._INVALID_ARG,
 }
 MISSING_TOPIC_ERRORS = {KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART}
-# A reply to a topic that does not exist (a caller long gone, a broker that lost
-# it) is given up after this many rounds; our own topics are recreated instead.
+# A reply to a topic that does not exist (a caller long gone) is given up after
+# this many rounds; a record for one of our own topics waits for it instead.
 MAX_MISSING_TOPIC_ROUNDS = 10
 
 
@@ -90,12 +91,17 @@ class Worker:
         self.settings = settings
         self.handlers = Handlers(engine, settings)
         self.replay = replay
-        # Stamped on what a replay dead-letters, so that replaying a DLQ does
-        # not read back, and fail again on, what it wrote there itself.
-        self.replay_id = new_id() if replay else None
+        self.profile = profile_named(settings.broker_profile)
+        # The Tansu profile, whose replays read to end-of-partition: stamped on
+        # what a replay dead-letters, so that replaying a DLQ does not read
+        # back, and fail again on, what it wrote there itself. (On Kafka a
+        # replay stops at the end offsets it planned, before those records.)
+        self.replay_id = new_id() if replay and self.profile.replay_reads_to_partition_eof else None
         self.stats = Stats()
         self.stopping = threading.Event()
         self.producer = Producer(producer_config(settings, **{"message.timeout.ms": 10000}))
+        # Service topics a delivery found missing (shown on /readyz until one succeeds).
+        self.missing_topics: set[str] = set()
 
     # -- one record --------------------------------------------------------
 
@@ -260,6 +266,8 @@ class Worker:
             def report(err: KafkaError | None, _msg: Message) -> None:
                 if err is not None:
                     failed.append((item, err))
+                else:
+                    self.missing_topics.discard(item.topic)
 
             return report
 
@@ -278,11 +286,18 @@ class Worker:
         if code in PERMANENT_DELIVERY_ERRORS:
             return self._undeliverable(item, err)
         if code in MISSING_TOPIC_ERRORS:
-            if item.topic in service_topics(self.settings):
-                # A broker that lost its topics (a restarted memory broker): make them again.
+            if item.topic not in service_topics(self.settings):
+                if rounds >= MAX_MISSING_TOPIC_ROUNDS:
+                    return self._undeliverable(item, err)
+            elif self.profile.recreates_lost_topics:
                 self._recreate_topics()
-            elif rounds >= MAX_MISSING_TOPIC_ROUNDS:
-                return self._undeliverable(item, err)
+            else:
+                # An operator deleted one of our topics: not ours to make again
+                # behind their back. The record waits (and its partition with
+                # it) until the topic is back; /readyz names it meanwhile.
+                self.missing_topics.add(item.topic)
+                log.error("topic %s does not exist: waiting for an operator to create it again", item.topic)
+                return item
         log.warning("cannot deliver to %s: %s", item.topic, err)
         return item
 
@@ -296,6 +311,7 @@ class Worker:
         return None
 
     def _recreate_topics(self) -> None:
+        """The Tansu profile: a restarted memory broker lost our topics."""
         try:
             ensure_topics(self.settings, service_topics(self.settings))
         except KafkaException as exc:

@@ -184,6 +184,7 @@ async def readyz(request: Request) -> JSONResponse:
     services: Services = request.state.services
     checks = {
         "reply_consumer_assigned": services.waiter.ready.is_set(),
+        "reply_topic": not services.waiter.topic_missing,
         "broker": await run_in_threadpool(services.publisher.broker_reachable),
     }
     try:

@@ -8,12 +8,11 @@ belong to other replicas, or to callers that gave up, and are dropped.
 A reply can never arrive before its waiter listens: the reader is positioned at
 the high watermarks read at start-up, so it sees every reply written after it
 started, and a caller registers its future before its request is published.
+Partitions an operator adds later are read from their beginning.
 
-A broker that comes back without the reply topic (a restarted memory broker)
-gets it recreated, by this reader or by a consumer: the topic's id changes, and
-the reader then reads every partition of the new topic from its beginning (its
-old positions are past the new ends, where Tansu answers empty fetches, not
-OFFSET_OUT_OF_RANGE, so nothing else would move them).
+A reply topic deleted under a running API is reported (log, /readyz), not
+made again behind the operator's back; the Tansu profile, whose broker loses
+its topics on a restart, recreates and follows it (shared/tansu.py).
 """
 
 from __future__ import annotations
@@ -24,17 +23,9 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    TopicCollection,
-    TopicPartition,
-)
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from shared.broker_profile import profile_named
 from shared.kafka import consumer_config, ensure_topics
 from shared.messages import HEADER_CORRELATION_ID, header
 from shared.settings import Settings
@@ -61,11 +52,15 @@ class ReplyWaiter:
                 **{"enable.auto.commit": False, "auto.offset.reset": "earliest"},
             )
         )
-        # Topic ids only (no logger: nothing polls this client for log events).
-        self._admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+        self._profile = profile_named(settings.broker_profile)
+        self._follower = None
+        if self._profile.follows_recreated_reply_topic:
+            from shared.tansu import ReplyTopicFollower
+
+            self._follower = ReplyTopicFollower(self._consumer, settings.kafka_bootstrap_servers, settings.reply_topic)
         self._assigned: set[int] = set()
-        self._last_high: dict[int, int] = {}
-        self._topic_id: str | None = None  # of the reply topic we read
+        # Set while the reply topic is missing from the broker (shown on /readyz).
+        self.topic_missing = False
         self._thread = threading.Thread(target=self._run, name="reply-waiter", daemon=True)
 
     def start(self) -> None:
@@ -114,8 +109,8 @@ class ReplyWaiter:
                 next_check = time.monotonic() + PARTITION_CHECK_S
 
     def _check_partitions(self) -> None:
-        """Partitions added to the reply topic (by an operator, or a broker that
-        recreated it) are read from their beginning: replies may already be there."""
+        """Partitions added to the reply topic by an operator are read from
+        their beginning: replies may already be there."""
         topic = self.settings.reply_topic
         try:
             metadata = self._consumer.list_topics(topic, timeout=2).topics[topic]
@@ -123,63 +118,28 @@ class ReplyWaiter:
             return
         if metadata.error is not None:
             if metadata.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                try:
-                    ensure_topics(self.settings, [self.settings.request_topic, topic])
-                except KafkaException as exc:
-                    log.warning("cannot recreate %s: %s", topic, exc)
+                self._on_missing_topic(topic)
             return
-        topic_id = self._describe_topic_id(topic)
-        if topic_id is not None and self._topic_id is not None and topic_id != self._topic_id:
-            self._read_recreated_topic(topic, sorted(metadata.partitions))
-        if topic_id is not None:
-            self._topic_id = topic_id
+        self.topic_missing = False
         new = sorted(set(metadata.partitions) - self._assigned)
         if new:
             self._consumer.incremental_assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in new])
             self._assigned.update(new)
             log.info("reading replies on new partitions %s of %s", new, topic)
-        self._rewind_recreated_partitions(topic)
+        if self._follower is not None:
+            self._assigned = self._follower.check(sorted(metadata.partitions), self._assigned)
 
-    def _describe_topic_id(self, topic: str) -> str | None:
-        """The topic's id, or None when the broker does not tell (or cannot be asked)."""
-        try:
-            description = self._admin.describe_topics(TopicCollection([topic]), request_timeout=2)[topic].result()
-        except KafkaException:
-            return None
-        topic_id = description.topic_id
-        if topic_id is None or (topic_id.get_most_significant_bits() == 0 and topic_id.get_least_significant_bits() == 0):
-            return None
-        return str(topic_id)
-
-    def _read_recreated_topic(self, topic: str, partitions: list[int]) -> None:
-        """The topic was deleted and created again (a memory broker restarted):
-        the replies written since are at the start of its new partitions."""
-        log.warning("reply topic %s was recreated: reading its partitions %s from the beginning", topic, partitions)
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        self._assigned = set(partitions)
-        self._last_high.clear()
-
-    def _rewind_recreated_partitions(self, topic: str) -> None:
-        """A partition whose end went backwards was recreated (a memory broker
-        restarted): its replies start again at 0, read them.
-
-        Only a *drop* of the end offset counts: Tansu reports the end as the
-        first offset of the last batch + 1, so on a healthy broker the end is
-        often behind our position, but it never decreases."""
-        positions = self._consumer.position([TopicPartition(topic, p) for p in sorted(self._assigned)])
-        for tp in positions:
+    def _on_missing_topic(self, topic: str) -> None:
+        if self._profile.recreates_lost_topics:
             try:
-                _low, high = self._consumer.get_watermark_offsets(tp, timeout=2, cached=False)
-            except KafkaException:
-                return
-            previous_high = self._last_high.get(tp.partition, high)
-            self._last_high[tp.partition] = high
-            if tp.offset < 0:
-                continue
-            if high < previous_high and high < tp.offset:
-                log.warning("reply partition %s[%d] restarted at %d (we were at %d): rewinding",
-                            topic, tp.partition, high, tp.offset)
-                self._consumer.seek(TopicPartition(topic, tp.partition, OFFSET_BEGINNING))
+                ensure_topics(self.settings, [self.settings.request_topic, topic])
+            except KafkaException as exc:
+                log.warning("cannot recreate %s: %s", topic, exc)
+            return
+        if not self.topic_missing:
+            log.error("reply topic %s does not exist any more: no reply can reach this API until an operator "
+                      "creates it again (see README, Operations)", topic)
+        self.topic_missing = True
 
     def _position_at_end(self) -> bool:
         topic = self.settings.reply_topic
@@ -197,7 +157,8 @@ class ReplyWaiter:
             return False
         self._consumer.assign(positions)
         self._assigned = {p.partition for p in positions}
-        self._topic_id = self._describe_topic_id(topic)
+        if self._follower is not None:
+            self._follower.positioned()
         self.ready.set()
         log.info("reading replies on %s from %s", topic, [(p.partition, p.offset) for p in positions])
         return True

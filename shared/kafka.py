@@ -9,6 +9,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from shared.broker_profile import profile_named
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,12 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "linger.ms": 1,
         "socket.nagle.disable": True,
         "acks": "all",
-        # No idempotent producer: it goes fatal for good when a broker forgets
-        # its producer id (measured here with a restarted Tansu), and
-        # confluent-kafka then raises from inside delivery dispatch. A retried
-        # send written twice is harmless: every reader of our topics dedups by
-        # id (the inbox by request/event id, the reply waiter by correlation id,
-        # downstream by the refresh event's event_id).
-        "enable.idempotence": False,
+        # With acks=all, retries and up to 5 requests in flight, only the
+        # idempotent producer keeps a retried send from being written twice or
+        # behind a later one: one company's requests, and one assessment's
+        # events, stay in order within their partition.
+        "enable.idempotence": True,
+        **profile_named(settings.broker_profile).producer_overrides,
         **overrides,
     }
 
@@ -44,13 +44,27 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "logger": KAFKA_LOG,
         "socket.nagle.disable": True,
         "fetch.wait.max.ms": settings.kafka_fetch_wait_max_ms,
-        "session.timeout.ms": settings.kafka_session_timeout_ms,
-        "heartbeat.interval.ms": max(500, settings.kafka_session_timeout_ms // 4),
-        # Notice partitions added to (or topics recreated under) a subscription
-        # within seconds, not the default 5 minutes.
+        **group_protocol_config(settings),
+        # Notice partitions added to a subscription within seconds, not the
+        # default 5 minutes.
         "topic.metadata.refresh.interval.ms": 10000,
         **overrides,
     }
+
+
+def group_protocol_config(settings: Settings) -> dict[str, Any]:
+    """KIP-848's consumer protocol (the broker assigns, incrementally, and owns
+    the session timeout and heartbeat interval: setting them on the client is
+    an error there), or the classic protocol with the client's timeouts."""
+    if settings.kafka_group_protocol == "consumer":
+        return {"group.protocol": "consumer"}
+    if settings.kafka_group_protocol == "classic":
+        return {
+            "group.protocol": "classic",
+            "session.timeout.ms": settings.kafka_session_timeout_ms,
+            "heartbeat.interval.ms": max(500, settings.kafka_session_timeout_ms // 4),
+        }
+    raise ValueError(f"KAFKA_GROUP_PROTOCOL must be 'consumer' or 'classic', not {settings.kafka_group_protocol!r}")
 
 
 # Kafka's own rule (kafka.common.internals.Topic): at most 249 of these characters.
@@ -61,12 +75,21 @@ def is_topic_name(name: str) -> bool:
     return bool(_TOPIC_NAME.fullmatch(name)) and name not in {".", ".."}
 
 
+def admin_config(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": KAFKA_LOG}
+
+
+def missing_topics(settings: Settings, topics: list[str], timeout: float = 10) -> list[str]:
+    """Which of ``topics`` the broker does not have (raises when it cannot be asked)."""
+    admin = AdminClient(admin_config(settings))
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    return [t for t in dict.fromkeys(topics) if t not in existing]
+
+
 def ensure_topics(settings: Settings, topics: list[str], partitions: int | None = None) -> None:
     """Create the topics that are missing; existing ones are left alone."""
-    config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": KAFKA_LOG}
-    admin = AdminClient(config)
-    existing = set(admin.list_topics(timeout=10).topics)
-    missing = [t for t in dict.fromkeys(topics) if t not in existing]
+    admin = AdminClient(admin_config(settings))
+    missing = missing_topics(settings, topics)
     if not missing:
         return
     count = partitions or settings.topic_partitions

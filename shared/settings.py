@@ -32,10 +32,18 @@ class Settings:
     # How long an API process trusts a valid key without asking the database
     # (a revoked key works that long on a replica that saw it); 0 = always ask.
     api_key_cache_s: float = 5.0
-    # Tansu pauses a join for about session.timeout.ms / 2 (DESIGN.md section 7).
-    kafka_session_timeout_ms: int = 6000
-    # Latency vs. broker cost: Tansu answers an empty fetch after this wait.
-    kafka_fetch_wait_max_ms: int = 10
+    # Which broker's quirks to live with: "kafka" (Apache Kafka, the reference)
+    # or "tansu" (the dev broker; shared/tansu.py says what that switches on).
+    broker_profile: str = "kafka"
+    # "consumer": KIP-848 (Kafka 4.x), the broker assigns partitions
+    # incrementally and owns the group timing; "classic" for older brokers.
+    kafka_group_protocol: str = "consumer"
+    # Classic protocol only (with "consumer" the broker's
+    # group.consumer.session.timeout.ms applies): Kafka's default.
+    kafka_session_timeout_ms: int = 45000
+    # The longest a fetch waits for data when there is none; the broker answers
+    # as soon as a record arrives, so this costs no latency (Kafka's default).
+    kafka_fetch_wait_max_ms: int = 500
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     log_level: str = "INFO"
@@ -55,7 +63,16 @@ class Settings:
                 convert = {"int": int, "float": float}.get(str(field.type), str)
                 values[field.name] = convert(raw)
         values.update(overrides)
-        return cls(**values).with_driver()  # type: ignore[arg-type]
+        return cls.for_broker(**values).with_driver()
+
+    @classmethod
+    def for_broker(cls, **values: object) -> Settings:
+        """Settings whose unset fields take the broker profile's defaults
+        (``broker_profile`` among ``values``; Apache Kafka's when absent)."""
+        from shared.broker_profile import profile_named
+
+        profile = profile_named(str(values.get("broker_profile", cls.broker_profile)))
+        return cls(**{**profile.setting_defaults, **values})
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` give these settings (for child processes)."""

