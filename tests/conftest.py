@@ -53,9 +53,10 @@ def bootstrap_servers() -> Iterator[str]:
 def unique_settings(database_url: str, bootstrap_servers: str, **overrides: object) -> Settings:
     """Settings with topic names and a group id no other test uses (so tests
     never read each other's records; Tansu cannot delete topics, and fresh
-    topics keep its fetches fast), for the session's broker profile."""
+    topics keep its fetches fast), for the session's broker profile (or the
+    ``broker_profile`` override of a test that starts a broker of its own)."""
     tag = uuid.uuid4().hex[:8]
-    base = Settings.for_broker(
+    fields: dict[str, object] = dict(
         broker_profile=os.environ.get("BROKER_PROFILE", "kafka"),
         database_url=database_url,
         kafka_bootstrap_servers=bootstrap_servers,
@@ -69,5 +70,5 @@ def unique_settings(database_url: str, bootstrap_servers: str, **overrides: obje
         kafka_session_timeout_ms=3000,
         consumer_metrics_port=0,  # several consumers per test; test_observability picks free ports
         rate_limit_per_s=0.0,  # tests that load the API hard would trip it; test_rate_limit turns it on
-    ).with_driver()
-    return Settings(**{**base.__dict__, **overrides})
+    )
+    return Settings.for_broker(**{**fields, **overrides}).with_driver()

@@ -141,14 +141,14 @@ def test_health_endpoints_of_both_processes(running: Running) -> None:
     assert httpx.get(running.api.url + "/healthz", timeout=5).json() == {"status": "ok"}
     api_ready = httpx.get(running.api.url + "/readyz", timeout=5)
     assert (api_ready.status_code, api_ready.json()) == (
-        200, {"ready": True, "reply_consumer_assigned": True, "broker": True, "database": True})
+        200, {"ready": True, "reply_consumer_assigned": True, "reply_topic": True, "broker": True, "database": True})
     assert httpx.get(running.consumer_url + "/healthz", timeout=5).json() == {"status": "ok"}
     def readiness() -> dict[str, bool] | None:
         body = httpx.get(running.consumer_url + "/readyz", timeout=5).json()
         return body if body["ready"] else None
 
     ready = eventually(readiness, what="consumer readiness")
-    assert ready == {"ready": True, "group_joined": True, "database": True, "broker": True}
+    assert ready == {"ready": True, "group_joined": True, "database": True, "broker": True, "topics": True}
     assert httpx.get(running.consumer_url + "/nope", timeout=5).status_code == 404
 
 

@@ -2,7 +2,9 @@
 
 The test's own Tansu broker is memory-only: the broker that comes back has no
 topics, no group and no committed offsets, so recovering means recreating the
-topics as well as reconnecting (DESIGN.md section 7).
+topics as well as reconnecting (DESIGN.md section 7): the Tansu profile's
+workarounds, proven here whatever broker the session runs on.
+(test_kafka_restart.py is the same outage on Apache Kafka, whose log survives.)
 """
 
 from __future__ import annotations
@@ -119,7 +121,9 @@ def test_a_broker_outage_answers_503_fast_and_the_service_recovers_without_resta
     within 60 s, and then 12 concurrent calls all answer 200."""
     load(engine, world())
     broker = StoppableTansu(log_file=tmp_path / "tansu.log")  # its port is chosen now, started below
-    settings = unique_settings(database_url, broker.bootstrap_servers, reply_timeout_s=REPLY_TIMEOUT_S)
+    settings = unique_settings(
+        database_url, broker.bootstrap_servers, reply_timeout_s=REPLY_TIMEOUT_S, broker_profile="tansu"
+    )
     fleet = Fleet(settings, tmp_path)
     apis: list[ServiceProcess] = []
     figures = Figures("broker-down")

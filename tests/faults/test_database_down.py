@@ -111,16 +111,22 @@ def test_a_database_outage_loses_nothing_and_hangs_no_caller(bootstrap_servers: 
             feed = EventFeed(bootstrap_servers, settings.question_events_topic, events,
                              gate=lambda k: time.sleep(max(0.0, started + 0.8 * k - time.monotonic())))
 
+            outage_error: list[BaseException] = []
+
             def outage() -> None:
-                time.sleep(BEFORE_S)
-                postgres.stop()
-                phase["down_at"] = time.monotonic() - started
-                time.sleep(OUTAGE_S)
-                phase["restart_at"] = time.monotonic() - started  # it may answer before start() returns
-                postgres.start()
-                phase["up_at"] = time.monotonic() - started
-                time.sleep(AFTER_S)
-                stop_load.set()
+                try:
+                    time.sleep(BEFORE_S)
+                    postgres.stop()
+                    phase["down_at"] = time.monotonic() - started
+                    time.sleep(OUTAGE_S)
+                    phase["restart_at"] = time.monotonic() - started  # it may answer before start() returns
+                    postgres.start()
+                    phase["up_at"] = time.monotonic() - started
+                    time.sleep(AFTER_S)
+                except BaseException as exc:  # noqa: BLE001 - reported below; the load must end either way
+                    outage_error.append(exc)
+                finally:
+                    stop_load.set()
 
             outage_thread = threading.Thread(target=outage, name="outage", daemon=True)
             feed.start()
@@ -128,6 +134,7 @@ def test_a_database_outage_loses_nothing_and_hangs_no_caller(bootstrap_servers: 
             run_calls([apis[0].url], call_stream(), workers=CALLERS,
                       client_timeout=settings.reply_timeout_s + 15, pause_after={503: 0.2})
             outage_thread.join(OUTAGE_S + 30)
+            assert not outage_error, f"stopping or starting PostgreSQL failed: {outage_error[0]!r}"
             feed.join(30)
             assert feed.error is None and len(feed.published) == DELETIONS and feed.undelivered == 0
             assert all(p.process.poll() is None for p in [*fleet.current.values(), *apis]), "everything survived"
