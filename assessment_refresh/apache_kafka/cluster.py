@@ -114,7 +114,14 @@ class ApacheKafka:
     """``ApacheKafka()`` is one node; ``ApacheKafka(nodes=3)`` a replicated cluster.
 
     Used as a context manager, or with start() / stop(); kill(node_id) and
-    restart(node_id) stop and start one node (its log kept) for fault tests."""
+    restart(node_id) stop and start one node (its log kept) for fault tests.
+
+    ``reuse_storage=True`` keeps what an earlier start left in ``base_dir``
+    (topics, committed offsets, groups): start() formats only the nodes whose
+    storage is not formatted yet, with the stored cluster id. The ports may
+    differ from the earlier start's (the static quorum's voter addresses come
+    from the configuration, not from the log). Without it start() formats
+    every node, which fails on storage formatted before."""
 
     def __init__(
         self,
@@ -124,6 +131,7 @@ class ApacheKafka:
         port: int | None = None,
         extra_settings: dict[str, str] | None = None,
         progress: Callable[[str], None] | None = None,
+        reuse_storage: bool = False,
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -131,6 +139,7 @@ class ApacheKafka:
         self.base_dir = base_dir or Path(tempfile.mkdtemp(prefix="ar-kafka-"))
         self._owns_dir = base_dir is None
         self.extra_settings = extra_settings or {}
+        self.reuse_storage = reuse_storage
         self.progress = progress or (lambda _line: None)
         self.nodes = [
             KafkaNode(
@@ -184,11 +193,16 @@ class ApacheKafka:
     def start(self, timeout: float = 90.0) -> ApacheKafka:
         started = time.monotonic()
         self._classpath = broker_classpath(self.progress)
-        cluster_id = new_cluster_id()
+        stored = {node.node_id: self._stored_cluster_id(node) for node in self.nodes} if self.reuse_storage else {}
+        cluster_ids = {cluster_id for cluster_id in stored.values() if cluster_id}
+        if len(cluster_ids) > 1:
+            raise RuntimeError(f"the nodes under {self.base_dir} were formatted for different clusters: {sorted(cluster_ids)}")
         for node in self.nodes:
             node.directory.mkdir(parents=True, exist_ok=True)
             (node.directory / "server.properties").write_text(self._server_properties(node))
-        self._format(cluster_id)
+        unformatted = [node for node in self.nodes if not stored.get(node.node_id)]
+        if unformatted:
+            self._format(cluster_ids.pop() if cluster_ids else new_cluster_id(), unformatted)
         for node in self.nodes:  # together: a quorum of three needs two voters up to elect
             self._launch(node)
         try:
@@ -203,15 +217,27 @@ class ApacheKafka:
         assert self._classpath is not None
         return [java_command(), *heap, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", self._classpath, main_class, *args]
 
-    def _format(self, cluster_id: str) -> None:
-        """Format every node's storage with one cluster id (in parallel: a JVM each)."""
+    @staticmethod
+    def _stored_cluster_id(node: KafkaNode) -> str | None:
+        """The cluster id a node's storage was formatted with; None when it is not formatted."""
+        meta = node.directory / "data" / "meta.properties"  # written by StorageTool format
+        if not meta.exists():
+            return None
+        for line in meta.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == "cluster.id" and value.strip():
+                return value.strip()
+        return None
+
+    def _format(self, cluster_id: str, nodes: list[KafkaNode]) -> None:
+        """Format the nodes' storage with one cluster id (in parallel: a JVM each)."""
         formats = [
             (node, subprocess.Popen(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
                            "-c", str(node.directory / "server.properties"), heap=["-Xmx256M"]),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             ))
-            for node in self.nodes
+            for node in nodes
         ]
         for node, process in formats:
             output, _ = process.communicate(timeout=120)
