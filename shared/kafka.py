@@ -57,7 +57,16 @@ def group_protocol_config(settings: Settings) -> dict[str, Any]:
     the session timeout and heartbeat interval: setting them on the client is
     an error there), or the classic protocol with the client's timeouts."""
     if settings.kafka_group_protocol == "consumer":
-        return {"group.protocol": "consumer"}
+        return {
+            "group.protocol": "consumer",
+            # The broker's default, "uniform", balances the count of partitions
+            # over all topics: with two members it gave one of them every
+            # request partition and the other every question-event partition
+            # (measured), so one member did all the REST work. "range" spreads
+            # each topic's partitions over the members, as the classic
+            # protocol's default did.
+            "group.remote.assignor": "range",
+        }
     if settings.kafka_group_protocol == "classic":
         return {
             "group.protocol": "classic",

@@ -20,6 +20,7 @@ def test_the_code_defaults_are_apache_kafkas() -> None:
     assert producer_config(settings)["enable.idempotence"] is True
     consumer = consumer_config(settings, "g")
     assert consumer["group.protocol"] == "consumer"
+    assert consumer["group.remote.assignor"] == "range"  # each topic spread over the members
     # KIP-848: the broker owns these; librdkafka refuses them from the client.
     assert "session.timeout.ms" not in consumer and "heartbeat.interval.ms" not in consumer
     assert consumer["fetch.wait.max.ms"] == 500
