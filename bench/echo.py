@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from bench.client import Run
 from shared.kafka import consumer_config, ensure_topics, producer_config
@@ -57,10 +57,24 @@ class EchoClient:
         self.consumer = Consumer(consumer_config(
             settings, f"{settings.consumer_group}-echo-{uuid.uuid4()}",
             **{"enable.auto.commit": False, "auto.offset.reset": "latest"}))
-        topic = settings.reply_topic
-        parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self.consumer.assign([TopicPartition(topic, p, self.consumer.get_watermark_offsets(
-            TopicPartition(topic, p), timeout=10)[1]) for p in sorted(parts)])
+        self.consumer.assign(self._ends(settings.reply_topic))
+
+    def _ends(self, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
+        """The reply topic's partitions at their ends. Apache Kafka elects the
+        leaders of a topic just created a moment later (NOT_LEADER until
+        then), as the API's reply reader also waits for (producer_api/replies.py)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                meta = self.consumer.list_topics(topic, timeout=10).topics[topic]
+                if meta.error is not None:
+                    raise KafkaException(meta.error)
+                return [TopicPartition(topic, p, self.consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=10)[1]) for p in sorted(meta.partitions)]
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def close(self) -> None:
         self.producer.flush(5)

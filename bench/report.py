@@ -54,10 +54,12 @@ def latency_rows(named: dict[str, dict[str, Any]]) -> list[list[Any]]:
 LATENCY_HEADER = ["measurement", "n", "p50 ms", "p95 ms", "p99 ms", "max ms", "req/s", "errors"]
 
 
-def write_json(results: dict[str, Any], quick: bool, partial: str = "") -> Path:
+def write_json(results: dict[str, Any], quick: bool, partial: str = "", broker: str = "") -> Path:
+    """bench/results/<date>[-<broker>][-quick][-s<scenarios>].json: a run on
+    both brokers is <date>.json, one on a single broker names it."""
     RESULTS_DIR.mkdir(exist_ok=True)
-    # A smoke run or a run of some scenarios must not overwrite the day's full results.
-    suffix = ("-quick" if quick else "") + (f"-s{partial}" if partial else "")
+    # A smoke run, a run of some scenarios or on one broker must not overwrite the day's full results.
+    suffix = (f"-{broker}" if broker else "") + ("-quick" if quick else "") + (f"-s{partial}" if partial else "")
     path = RESULTS_DIR / f"{date.today().isoformat()}{suffix}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str, allow_nan=True) + "\n")
