@@ -598,3 +598,62 @@ def wait_group_stable(settings: Settings, timeout: float = 30.0, hold: float = 0
 
     eventually(settled, timeout=timeout, interval=0.05, what="the group to settle")
     return time.monotonic() - t0
+
+
+# -- a Kafka of the test's own (assessment_refresh.apache_kafka) --------------------------
+
+
+def skip_without_apache_kafka() -> None:
+    """Skip (with the reason) where the local Apache Kafka cannot run: no java or mvn."""
+    import pytest
+
+    from assessment_refresh.apache_kafka import missing_tools
+
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"this test starts its own Apache Kafka, which needs {' and '.join(missing)} (not found)")
+
+
+def quiet_admin(bootstrap: str) -> Any:
+    """An admin client that does not log librdkafka's complaints about a dead node
+    (keep it referenced until its futures are done)."""
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+
+
+def partition_leaders(bootstrap: str, topic: str) -> dict[int, tuple[int, list[int], list[int]]]:
+    """partition -> (leader node id, replicas, in-sync replicas), from the brokers' metadata."""
+    admin = quiet_admin(bootstrap)
+    metadata = admin.list_topics(topic, timeout=10).topics[topic]
+    if metadata.error is not None:
+        raise AssertionError(f"no metadata for {topic}: {metadata.error}")
+    return {p: (m.leader, list(m.replicas), list(m.isrs)) for p, m in sorted(metadata.partitions.items())}
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """partition -> high watermark (how many records each partition holds)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"watermarks-{time.monotonic_ns()}", "log_level": 0})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in sorted(partitions)}
+    finally:
+        consumer.close()
+
+
+def topic_ids(bootstrap: str, topics: Sequence[str]) -> dict[str, str]:
+    """topic -> its topic id (a topic deleted and created again gets a new one)."""
+    from confluent_kafka import TopicCollection
+
+    admin = quiet_admin(bootstrap)  # kept until the futures are done: a collected client cancels them
+    futures = admin.describe_topics(TopicCollection(list(topics)), request_timeout=10)
+    return {topic: str(future.result().topic_id) for topic, future in futures.items()}
+
+
+def answered_gaps(calls: Sequence[Call], since: float, until: float) -> float:
+    """The longest stretch in [since, until] (monotonic) in which no call got an answer."""
+    ends = sorted(c.started + c.waited for c in calls if c.status is not None and since <= c.started + c.waited <= until)
+    points = [since, *ends, until]
+    return max((b - a for a, b in zip(points, points[1:], strict=False)), default=until - since)
