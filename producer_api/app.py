@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
-from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -25,34 +21,20 @@ from producer_api.api_metrics import (
     REQUESTS_PUBLISHED,
     MetricsMiddleware,
     metrics,
-    watch_awaited,
 )
-from producer_api.auth import KeyCache, admit_key, company_of_key
+from producer_api.auth import admit_key, company_of_key
 from producer_api.dispatch import publish_request
 from producer_api.errors import EXCEPTION_HANDLERS, error
 from producer_api.openapi import docs_routes
-from producer_api.publisher import BrokerUnavailable, RequestPublisher
-from producer_api.ratelimit import RateLimiter
-from producer_api.replies import ReplyWaiter
+from producer_api.publisher import BrokerUnavailable
+from producer_api.services import Services, lifespan
 from producer_api.validation import BadRequest, parse_assessment_ids
-from shared.db import make_engine, ping
+from shared.db import ping
 from shared.log_setup import bind
 from shared.messages import MessageError, RefreshReply, RefreshRequested, new_id
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Services:
-    """What the lifespan starts and the endpoints use (``request.state.services``)."""
-
-    settings: Settings
-    engine: Engine
-    publisher: RequestPublisher
-    waiter: ReplyWaiter
-    limiter: RateLimiter
-    keys: KeyCache = field(default_factory=lambda: KeyCache(0))
 
 
 class BodyTooLarge(Exception):
@@ -197,24 +179,6 @@ async def readyz(request: Request) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
-
-    @asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
-        loop = asyncio.get_running_loop()
-        engine = make_engine(settings.database_url, pool_size=10, max_overflow=10)
-        waiter = ReplyWaiter(settings, loop)
-        waiter.start()
-        watch_awaited(lambda: waiter.awaited)
-        publisher = RequestPublisher(settings, loop)
-        try:
-            limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-            keys = KeyCache(settings.api_key_cache_s)
-            yield {"services": Services(settings, engine, publisher, waiter, limiter, keys)}
-        finally:
-            publisher.close()
-            waiter.stop()
-            engine.dispose()
-
     return Starlette(
         routes=[
             Route("/assessments/refresh-assessments", refresh_assessments, methods=["POST"]),
@@ -225,6 +189,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *docs_routes(),
         ],
         middleware=[Middleware(MetricsMiddleware), Middleware(AccessLogIds)],
-        lifespan=lifespan,
+        lifespan=lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
     )

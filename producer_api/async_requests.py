@@ -7,36 +7,30 @@ result with its own status (200, 403, 500), 202 while pending, and 404 for ids
 that are unknown or belong to another company (the two look the same, so ids
 of other companies cannot be probed).
 
-Where results come from: the consumer stores every reply it computes in
-processed_messages (message_id = request id), which any API replica can read.
-A request that fails for good is dead-lettered and its 500 is only published,
-never stored (the refresh transaction rolled back), so the accepting API also
-listens for the reply on the reply topic and keeps it in refresh_requests.
+Where results are kept and read from is producer_api/async_results.py; the
+accepting API listens for the reply on the reply topic so that it can keep
+the replies the consumer does not store (a dead-lettered request's 500).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from producer_api import async_results
 from producer_api.api_metrics import BROKER_UNAVAILABLE, REQUESTS_PUBLISHED
 from producer_api.auth import admit_key, company_of_key
 from producer_api.dispatch import publish_request
 from producer_api.errors import error
 from producer_api.publisher import BrokerUnavailable
-from shared.messages import REFRESH_REQUEST_KIND, MessageError, RefreshReply, RefreshRequested
-
-if TYPE_CHECKING:  # app.py imports this module
-    from producer_api.app import Services
+from producer_api.services import Services
+from shared.messages import MessageError, RefreshReply, RefreshRequested
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +76,7 @@ async def accept(services: Services, command: RefreshRequested) -> JSONResponse:
     accepted: 503 and no record, so its id never reads as pending."""
     request_id, waiter = command.request_id, services.waiter
     try:
-        await run_in_threadpool(_record_accepted, services.engine, request_id, command.company_id)
+        await run_in_threadpool(async_results.record_accepted, services.engine, request_id, command.company_id)
     except SQLAlchemyError:
         log.exception("cannot record async request %s", request_id)
         return error(503, "Database unavailable, try again later")
@@ -136,7 +130,7 @@ async def refresh_request_status(request: Request) -> JSONResponse:
     if len(request_id) > MAX_REQUEST_ID_CHARS or "\x00" in request_id:
         return unknown_request()
     try:
-        found = await run_in_threadpool(_find, services.engine, request_id, company_id)
+        found = await run_in_threadpool(async_results.find, services.engine, request_id, company_id)
     except SQLAlchemyError:
         log.exception("cannot read async request %s", request_id)
         return error(503, "Database unavailable, try again later")
@@ -167,59 +161,16 @@ def _keep_reply_when_it_comes(
 
 def _store_reply(engine: Engine, request_id: str, value: bytes) -> None:
     try:
-        reply = RefreshReply.from_json(value)
-        with engine.begin() as conn:
-            conn.execute(
-                text(
-                    "UPDATE refresh_requests SET reply_status = :status, reply = CAST(:reply AS jsonb), "
-                    "replied_at = now() WHERE request_id = :id"
-                ),
-                {"id": request_id, "status": reply.status, "reply": json.dumps(reply.body)},
-            )
+        async_results.keep_reply(engine, request_id, RefreshReply.from_json(value))
     except (MessageError, SQLAlchemyError) as exc:
         # The consumer's own record still answers GET for every reply but a
         # dead-lettered one's; that one then stays pending.
         log.warning("cannot keep the reply to async request %s: %s", request_id, exc)
 
 
-# -- the refresh_requests table ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoredOutcome:
-    status: int | None  # None: pending
-    body: dict[str, Any] | None
-
-
-def _record_accepted(engine: Engine, request_id: str, company_id: int) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            text("INSERT INTO refresh_requests (request_id, company_id) VALUES (:id, :company)"),
-            {"id": request_id, "company": company_id},
-        )
-
-
 def _forget_accepted(engine: Engine, request_id: str) -> None:
     try:
-        with engine.begin() as conn:
-            conn.execute(text("DELETE FROM refresh_requests WHERE request_id = :id"), {"id": request_id})
+        async_results.forget_accepted(engine, request_id)
     except SQLAlchemyError as exc:
         # The caller got 503 and never saw this id, so a leftover row misleads no one.
         log.warning("cannot delete unsent async request %s: %s", request_id, exc)
-
-
-def _find(engine: Engine, request_id: str, company_id: int) -> StoredOutcome | None:
-    """None if the company has no such request. The consumer's record wins over
-    the reply kept here: a replay from the dead-letter topic may have replaced
-    a 500 with a success since."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            text(
-                "SELECT COALESCE(p.status, r.reply_status) AS status, COALESCE(p.reply, r.reply) AS body "
-                "FROM refresh_requests r LEFT JOIN processed_messages p "
-                "  ON p.message_id = r.request_id AND p.kind = :kind AND p.company_id = r.company_id "
-                "WHERE r.request_id = :id AND r.company_id = :company"
-            ),
-            {"id": request_id, "company": company_id, "kind": REFRESH_REQUEST_KIND},
-        ).first()
-    return None if row is None else StoredOutcome(row.status, row.body)

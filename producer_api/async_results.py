@@ -1,0 +1,70 @@
+"""The read model of async mode: where an accepted request's result is read from.
+
+A request accepted with ``Prefer: respond-async`` is recorded here
+(refresh_requests, this module's table) before it is published: a row without
+a result is pending, no row is unknown (or another company's).
+
+Its result is what the consumer stored in its inbox, read through the inbox's
+own module (shared.inbox): every reply the consumer computes is stored there,
+so any API replica can answer. A request that fails for good is dead-lettered
+and its 500 is only published, never stored (the refresh transaction rolled
+back), so the accepting API also keeps the reply it saw on the reply topic
+here. The consumer's record wins: a replay from the dead-letter topic may have
+replaced a 500 with a success since.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from shared import inbox
+from shared.messages import RefreshReply
+
+
+@dataclass(frozen=True)
+class StoredOutcome:
+    status: int | None  # None: pending
+    body: dict[str, Any] | None
+
+
+def record_accepted(engine: Engine, request_id: str, company_id: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO refresh_requests (request_id, company_id) VALUES (:id, :company)"),
+            {"id": request_id, "company": company_id},
+        )
+
+
+def forget_accepted(engine: Engine, request_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM refresh_requests WHERE request_id = :id"), {"id": request_id})
+
+
+def keep_reply(engine: Engine, request_id: str, reply: RefreshReply) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE refresh_requests SET reply_status = :status, reply = CAST(:reply AS jsonb), "
+                "replied_at = now() WHERE request_id = :id"
+            ),
+            {"id": request_id, "status": reply.status, "reply": json.dumps(reply.body)},
+        )
+
+
+def find(engine: Engine, request_id: str, company_id: int) -> StoredOutcome | None:
+    """None if the company accepted no such request."""
+    with engine.connect() as conn:
+        accepted = conn.execute(
+            text("SELECT reply_status, reply FROM refresh_requests WHERE request_id = :id AND company_id = :company"),
+            {"id": request_id, "company": company_id},
+        ).first()
+        if accepted is None:
+            return None
+        result = inbox.refresh_result(conn, request_id, company_id)
+    if result is not None:
+        return StoredOutcome(result.status, result.reply)
+    return StoredOutcome(accepted.reply_status, accepted.reply)

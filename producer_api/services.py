@@ -1,0 +1,54 @@
+"""What the API runs on: the services its lifespan starts, and its endpoints
+read from ``request.state.services``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+
+from producer_api.api_metrics import watch_awaited
+from producer_api.auth import KeyCache
+from producer_api.publisher import RequestPublisher
+from producer_api.ratelimit import RateLimiter
+from producer_api.replies import ReplyWaiter
+from shared.db import make_engine
+from shared.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    engine: Engine
+    publisher: RequestPublisher
+    waiter: ReplyWaiter
+    limiter: RateLimiter
+    keys: KeyCache = field(default_factory=lambda: KeyCache(0))
+
+
+def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextManager[dict[str, Services]]]:
+    """Start the services for the app's lifetime: the reply reader first (it
+    must be positioned before any request is published), then the publisher."""
+
+    @asynccontextmanager
+    async def run(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        loop = asyncio.get_running_loop()
+        engine = make_engine(settings.database_url, pool_size=10, max_overflow=10)
+        waiter = ReplyWaiter(settings, loop)
+        waiter.start()
+        watch_awaited(lambda: waiter.awaited)
+        publisher = RequestPublisher(settings, loop)
+        try:
+            limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+            keys = KeyCache(settings.api_key_cache_s)
+            yield {"services": Services(settings, engine, publisher, waiter, limiter, keys)}
+        finally:
+            publisher.close()
+            waiter.stop()
+            engine.dispose()
+
+    return run

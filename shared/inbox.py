@@ -1,0 +1,98 @@
+"""The inbox (table processed_messages): one row per processed request or event
+id, with what was answered and what was to be published.
+
+A redelivered message finds its row and re-sends the stored reply and events
+instead of doing the work again. The consumer writes rows in its handlers'
+transactions; the API's async mode reads a refresh request's result
+(``refresh_result``). This module is the only one that touches the table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+# The kinds of rows, one per message type the consumer records.
+REFRESH_REQUEST = "refresh.request"
+QUESTION_DELETED = "question.deleted"
+QUESTION_UPSERTED = "question.upserted"
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    status: int
+    reply: dict[str, Any]
+    events: list[dict[str, Any]]
+    published: bool = False
+
+
+def find_many(conn: Connection, message_ids: list[str]) -> dict[str, StoredResult]:
+    rows = conn.execute(
+        text("SELECT message_id, status, reply, events, published FROM processed_messages WHERE message_id = ANY(:ids)"),
+        {"ids": message_ids},
+    )
+    return {row.message_id: StoredResult(row.status, row.reply, row.events, row.published) for row in rows}
+
+
+def record_many(
+    conn: Connection,
+    kind: str,
+    results: dict[str, StoredResult],
+    company_ids: dict[str, int | None] | None = None,
+    *,
+    overwrite: bool = False,
+) -> bool:
+    """Store results in the caller's transaction, in one statement. False if
+    any id was already there (a concurrent duplicate won); with ``overwrite``
+    (a replay), replace what is there."""
+    if not results:
+        return True
+    conflict = (
+        "DO UPDATE SET status = EXCLUDED.status, reply = EXCLUDED.reply, "
+        "events = EXCLUDED.events, published = false, processed_at = now()"
+        if overwrite
+        else "DO NOTHING"
+    )
+    ids = list(results)
+    inserted = conn.execute(
+        text(
+            "INSERT INTO processed_messages (message_id, kind, company_id, status, reply, events) "
+            "SELECT v.id, :kind, v.company_id, v.status, v.reply, v.events FROM unnest("
+            "CAST(:ids AS text[]), CAST(:company_ids AS bigint[]), CAST(:statuses AS smallint[]), "
+            "CAST(:replies AS jsonb[]), CAST(:events AS jsonb[])) AS v(id, company_id, status, reply, events) "
+            f"ON CONFLICT (message_id) {conflict} RETURNING message_id"
+        ),
+        {
+            "kind": kind,
+            "ids": ids,
+            "company_ids": [(company_ids or {}).get(i) for i in ids],
+            "statuses": [results[i].status for i in ids],
+            "replies": [json.dumps(results[i].reply) for i in ids],
+            "events": [json.dumps(results[i].events) for i in ids],
+        },
+    ).all()
+    return len(inserted) == len(ids)
+
+
+def mark_published(conn: Connection, message_ids: list[str]) -> None:
+    """After delivery: a redelivery of these need not publish their events again."""
+    if message_ids:
+        conn.execute(
+            text("UPDATE processed_messages SET published = true WHERE message_id = ANY(:ids) AND NOT published"),
+            {"ids": message_ids},
+        )
+
+
+def refresh_result(conn: Connection, request_id: str, company_id: int) -> StoredResult | None:
+    """The stored result of one company's refresh request, if the consumer has one."""
+    row = conn.execute(
+        text(
+            "SELECT status, reply, events, published FROM processed_messages "
+            "WHERE message_id = :id AND kind = :kind AND company_id = :company"
+        ),
+        {"id": request_id, "kind": REFRESH_REQUEST, "company": company_id},
+    ).first()
+    return None if row is None else StoredResult(row.status, row.reply, row.events, row.published)
