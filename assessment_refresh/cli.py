@@ -48,7 +48,7 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from consumer.loader import LoadError, load_world, read_world
+    from assessment_refresh.loader import LoadError, load_world, read_world
     from shared.db import make_engine
 
     try:

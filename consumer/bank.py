@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any
 
 from sqlalchemy import Connection, text
 
-
-@dataclass(frozen=True)
-class QuestionData:
-    qid: int
-    company_id: int | None
-    type: str
-    skill: str
-    difficulty: str
-    content: dict[str, Any]
-    deleted: bool = False
-
+from shared.questions import QuestionData
 
 # A changed content bumps the version: that is what makes snapshots stale.
 # Deleting stamps deleted_at once; un-deleting (an upsert with deleted=false)

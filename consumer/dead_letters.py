@@ -6,9 +6,8 @@ original topic, partition, offset, the error's type and message, attempts.
 
 from __future__ import annotations
 
-from confluent_kafka import Message
-
-from consumer.handlers import Outgoing
+from consumer.outgoing import Outgoing
+from consumer.ports import Record
 from shared.messages import Headers, header, header_pairs
 
 DLQ_SUFFIX = ".dlq"
@@ -27,13 +26,13 @@ def dlq_topic(topic: str) -> str:
     return topic if topic.endswith(DLQ_SUFFIX) else topic + DLQ_SUFFIX
 
 
-def original_topic(msg: Message) -> str:
+def original_topic(msg: Record) -> str:
     """Where a record really comes from: itself, or what its DLQ headers name."""
     return header(msg.headers(), H_TOPIC) or str(msg.topic())
 
 
 def dead_letter(
-    msg: Message, error: BaseException, attempts: int, reason: str | None = None, *, replay_id: str | None = None
+    msg: Record, error: BaseException, attempts: int, reason: str | None = None, *, replay_id: str | None = None
 ) -> Outgoing:
     """The DLQ copy of ``msg``; ``reason`` is the error text to record (the
     caller's sanitized message; by default ``str(error)``); ``replay_id``

@@ -1,4 +1,4 @@
-"""The ids a consumer log line about one record carries (bound in Worker.handle).
+"""The ids a consumer log line about one record carries (bound by the bus, consumer/bus.py).
 
 ``correlation_id`` (the request id, from the header) for refresh requests, and
 ``event_id`` for question events, read from the value without validating it:
@@ -9,19 +9,10 @@ a record that does not decode simply has none, and its lines still carry
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any
 
+from consumer.ports import Record
 from shared.messages import HEADER_CORRELATION_ID, header
-
-
-class Record(Protocol):
-    """What is read of a confluent_kafka.Message."""
-
-    def topic(self) -> str | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def value(self) -> bytes | None: ...
-    def headers(self) -> Any: ...
 
 
 def record_fields(msg: Record, *, question_event: bool) -> dict[str, Any]:

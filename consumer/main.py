@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from functools import partial
 from types import FrameType
 
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from sqlalchemy import Engine
 
+from consumer.consumer_metrics import record_statistics
 from consumer.health_server import HealthServer
 from consumer.topics import consumed_topics, service_topics
-from consumer.worker import Worker, live_consumer
+from consumer.unit_of_work import SqlUnitOfWork
+from consumer.worker import Worker
 from shared.db import make_engine, ping
-from shared.kafka import ensure_topics
+from shared.kafka import consumer_config, ensure_topics
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,7 +26,7 @@ log = logging.getLogger(__name__)
 def run_consumer(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     ensure_topics(settings, service_topics(settings))
-    worker = Worker(settings, engine)
+    worker = Worker(settings, partial(SqlUnitOfWork, engine))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: finishing the current batch, then stopping", signum)
@@ -62,3 +66,40 @@ def _health_server(settings: Settings, engine: Engine, worker: Worker, joined: t
         return {"missing_topics": sorted(worker.missing_topics)} if worker.missing_topics else {}
 
     return HealthServer(settings.consumer_metrics_host, settings.consumer_metrics_port, checks, details).start()
+
+
+def live_consumer(settings: Settings, joined: threading.Event | None = None) -> Consumer:
+    """The group member that reads requests and question events; ``joined`` is
+    set once the group has given it an assignment (possibly empty)."""
+    consumer = Consumer(
+        consumer_config(
+            settings,
+            settings.consumer_group,
+            **{
+                "enable.auto.commit": True,
+                "auto.commit.interval.ms": 1000,
+                # Offsets are stored by the poll loop, after delivery (consumer.worker).
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                # Consumer lag per partition for the metrics (see consumer_metrics).
+                "statistics.interval.ms": 5000,
+                "stats_cb": record_statistics,
+            },
+        )
+    )
+
+    def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
+        # Commit what is finished before another member takes the partitions.
+        try:
+            c.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("commit on revoke failed: %s", exc)
+
+    def on_assign(_c: Consumer, _partitions: list[TopicPartition]) -> None:
+        # confluent-kafka assigns the partitions itself after this returns.
+        if joined is not None:
+            joined.set()
+
+    consumer.subscribe(consumed_topics(settings), on_assign=on_assign, on_revoke=on_revoke)
+    return consumer

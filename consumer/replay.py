@@ -26,12 +26,14 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from sqlalchemy import Engine
 from tqdm import tqdm
 
 from consumer.dead_letters import H_REPLAY_ID
+from consumer.unit_of_work import REPLAY, SqlUnitOfWork
 from consumer.worker import Worker
 from shared.broker_profile import profile_named
 from shared.kafka import consumer_config
@@ -157,7 +159,7 @@ def _replay(
     until: datetime | None,
     quiet: bool,
 ) -> ReplaySummary:
-    worker = Worker(settings, engine, replay=True)
+    worker = Worker(settings, partial(SqlUnitOfWork, engine), policy=REPLAY)
     to_eof = profile_named(settings.broker_profile).replay_reads_to_partition_eof
     summary = ReplaySummary()
     started = time.monotonic()

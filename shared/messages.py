@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.questions import DocumentError, QuestionData, parse_question
+
 SCHEMA_VERSION = 1
 
 HEADER_CORRELATION_ID = "correlation_id"
@@ -84,28 +86,75 @@ def _require(payload: dict[str, Any], name: str, check: Any, what: str) -> Any:
 
 @dataclass(frozen=True)
 class RefreshRequested:
-    """Command: refresh these assessments of a company (None: all of them)."""
+    """Command: refresh these assessments of a company (None: all of them).
+
+    On the wire (section 4) the request's identity is its ``correlation_id``
+    header and its answer goes to its ``reply_to`` header, whatever client sent
+    it; the body's ``request_id`` is optional, and the header wins when both
+    are there. Our API sends the same id in both (older consumers read the body)."""
 
     request_id: str
     company_id: int
     assessment_ids: list[int] | None
     requested_at: str = field(default_factory=utc_now_iso)
+    reply_to: str | None = None  # from the header: not part of the body
 
     def to_json(self) -> bytes:
-        return encode({"schema_version": SCHEMA_VERSION, **asdict(self)})
+        return encode({
+            "schema_version": SCHEMA_VERSION,
+            "request_id": self.request_id,
+            "company_id": self.company_id,
+            "assessment_ids": self.assessment_ids,
+            "requested_at": self.requested_at,
+        })
 
     @classmethod
-    def from_json(cls, value: bytes | None) -> RefreshRequested:
+    def from_json(
+        cls, value: bytes | None, *, correlation_id: str | None = None, reply_to: str | None = None
+    ) -> RefreshRequested:
         payload = decode_object(value)
         ids = payload.get("assessment_ids")
         if ids is not None and not (isinstance(ids, list) and all(_is_int(i) for i in ids)):
             raise MessageError("assessment_ids must be null or a list of integers")
+        body_id = payload.get("request_id")
+        if body_id is not None and not (isinstance(body_id, str) and body_id):
+            raise MessageError("request_id must be a string")
+        request_id = correlation_id or body_id
+        if not request_id:
+            raise MessageError("request_id must be a string (or the record must carry a correlation_id header)")
         return cls(
-            request_id=_require(payload, "request_id", lambda v: isinstance(v, str) and v, "a string"),
+            request_id=request_id,
             company_id=_require(payload, "company_id", _is_int, "an integer"),
             assessment_ids=ids,
             requested_at=str(payload.get("requested_at", "")),
+            reply_to=reply_to,
         )
+
+    @classmethod
+    def from_record(cls, value: bytes | None, headers: ReceivedHeaders) -> RefreshRequested:
+        """The command a request record carries: its body and its headers."""
+        return cls.from_json(value, correlation_id=correlation_id_of(headers), reply_to=header(headers, HEADER_REPLY_TO))
+
+
+# Ids are UUIDs from our API, and whatever other clients choose; an id is an
+# inbox key (PostgreSQL text), so it must be text and of a sane length.
+MAX_CORRELATION_ID_CHARS = 255
+
+
+def correlation_id_of(headers: ReceivedHeaders) -> str | None:
+    """The ``correlation_id`` header, checked; None when there is none."""
+    raw = next((v for k, v in header_pairs(headers) if k == HEADER_CORRELATION_ID and v is not None), None)
+    if raw is None:
+        return None
+    try:
+        value = raw if isinstance(raw, str) else raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MessageError("the correlation_id header is not UTF-8 text") from exc
+    if not value:
+        return None  # an empty header names nothing: the body's request_id, if any, is the identity
+    if len(value) > MAX_CORRELATION_ID_CHARS or "\x00" in value:
+        raise MessageError(f"the correlation_id header must be 1 to {MAX_CORRELATION_ID_CHARS} characters, without NUL")
+    return value
 
 
 @dataclass(frozen=True)
@@ -131,8 +180,6 @@ class RefreshReply:
 
 QUESTION_DELETED = "question.deleted"
 QUESTION_UPSERTED = "question.upserted"
-# processed_messages.kind of a refresh request (the consumer writes it, async mode reads it).
-REFRESH_REQUEST_KIND = "refresh.request"
 
 
 def _is_timestamp(value: object) -> bool:
@@ -183,6 +230,38 @@ class QuestionEvent:
             return cls(event_id, kind, occurred_at, qid=_require(payload, "qid", _is_int, "an integer"))
         question = _require(payload, "question", lambda v: isinstance(v, dict), "an object")
         return cls(event_id, kind, occurred_at, question=question)
+
+
+@dataclass(frozen=True)
+class QuestionDeleted:
+    """Event: the bank deleted a question."""
+
+    event_id: str
+    qid: int
+    occurred_at: datetime
+
+
+@dataclass(frozen=True)
+class QuestionUpserted:
+    """Event: the bank wrote a question (new, changed or unchanged), checked as an import would be."""
+
+    event_id: str
+    occurred_at: datetime
+    question: QuestionData
+
+
+def decode_question_event(value: bytes | None) -> QuestionDeleted | QuestionUpserted:
+    """A question event, typed: a bad question is a bad message like any other."""
+    event = QuestionEvent.from_json(value)
+    occurred_at = parse_timestamp(event.occurred_at)
+    if event.type == QUESTION_DELETED:
+        assert event.qid is not None  # from_json requires it
+        return QuestionDeleted(event.event_id, event.qid, occurred_at)
+    try:
+        question = parse_question(event.question, f"event {event.event_id}")
+    except DocumentError as exc:
+        raise MessageError(str(exc)) from exc
+    return QuestionUpserted(event.event_id, occurred_at, question)
 
 
 def refresh_event(

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from consumer.loader import load_world, parse_world
+from assessment_refresh.loader import load_world, parse_world
 
 
 @contextmanager

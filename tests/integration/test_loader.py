@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from consumer.loader import LoadError, LoadSummary, load_world, parse_world, read_world
+from assessment_refresh.loader import LoadError, LoadSummary, load_world, parse_world, read_world
 from shared.apikeys import company_for_key
 from tests.worlds import question
 
@@ -498,7 +498,7 @@ def test_cli_load_shows_progress_unless_quiet(engine: Engine, database_url: str,
 
 
 def test_a_world_larger_than_one_chunk_loads_whole(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    import consumer.loader as loader_module
+    import assessment_refresh.loader as loader_module
 
     monkeypatch.setattr(loader_module, "QUESTIONS_PER_CHUNK", 2)
     monkeypatch.setattr(loader_module, "ASSESSMENTS_PER_CHUNK", 1)

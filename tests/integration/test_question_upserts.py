@@ -1,4 +1,4 @@
-"""A run of question.upserted events handled as one set (Handlers.question_upserts)
+"""A run of question.upserted events handled as one set (one unit of work)
 against PostgreSQL: it must leave the bank exactly as handling the events one by
 one (Handlers.question_event) does, in a number of statements that does not grow
 with the run."""
@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine, event, text
 
 from consumer.handlers import Handlers
-from consumer.loader import parse_question
-from shared.messages import QUESTION_UPSERTED, QuestionEvent, new_id
+from consumer.unit_of_work import REPLAY
+from shared.messages import QUESTION_UPSERTED, QuestionEvent, QuestionUpserted, decode_question_event, new_id
 from shared.settings import Settings
 from tests.conftest import TABLES
 from tests.worlds import load, question, standard_world
@@ -55,8 +55,10 @@ def events_story() -> list[QuestionEvent]:
     ]
 
 
-def as_run(events: list[QuestionEvent]) -> list[tuple[QuestionEvent, Any]]:
-    return [(e, parse_question(e.question)) for e in events]
+def as_run(events: list[QuestionEvent]) -> list[QuestionUpserted]:
+    run = [decode_question_event(e.to_json()) for e in events]
+    assert all(isinstance(e, QuestionUpserted) for e in run)
+    return run  # type: ignore[return-value]
 
 
 def test_a_run_leaves_the_bank_as_one_by_one_handling_does(handlers: Handlers, engine: Engine) -> None:
@@ -68,7 +70,7 @@ def test_a_run_leaves_the_bank_as_one_by_one_handling_does(handlers: Handlers, e
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
     load(engine, standard_world())
-    handlers.question_upserts(as_run(story))
+    handlers.handle(as_run(story))
 
     assert bank(engine) == one_by_one
     assert changed_flags(engine, story) == one_by_one_flags
@@ -78,18 +80,18 @@ def test_a_run_leaves_the_bank_as_one_by_one_handling_does(handlers: Handlers, e
 
 def test_a_redelivered_run_changes_nothing(handlers: Handlers, engine: Engine) -> None:
     story = events_story()
-    handlers.question_upserts(as_run(story))
+    handlers.handle(as_run(story))
     before = bank(engine)
-    handled = handlers.question_upserts(as_run(story))
+    handled = handlers.handle(as_run(story))
     assert bank(engine) == before
-    assert all(h.outgoing == [] for h in handled)
+    assert handled.outgoing == []
 
 
 def test_a_replayed_run_overwrites_its_inbox_rows_and_leaves_the_bank(handlers: Handlers, engine: Engine) -> None:
     story = events_story()
-    handlers.question_upserts(as_run(story))
+    handlers.handle(as_run(story))
     before = bank(engine)
-    handlers.question_upserts(as_run(story), replay=True)
+    Handlers(engine, handlers.settings, REPLAY).handle(as_run(story))
     assert bank(engine) == before
     assert set(changed_flags(engine, story).values()) == {0}, "on replay nothing changes any more"
 
@@ -104,10 +106,10 @@ def test_statements_do_not_grow_with_the_run(handlers: Handlers, engine: Engine)
 
     event.listen(engine, "before_cursor_execute", count)
     try:
-        handlers.question_upserts(as_run([upsert(2000 + i, f"q{i}", "2026-11-28T10:00:00Z") for i in range(10)]))
+        handlers.handle(as_run([upsert(2000 + i, f"q{i}", "2026-11-28T10:00:00Z") for i in range(10)]))
         small = counts["statements"]
         counts.clear()
-        handlers.question_upserts(as_run([upsert(3000 + i, f"q{i}", "2026-11-28T10:00:00Z") for i in range(1000)]))
+        handlers.handle(as_run([upsert(3000 + i, f"q{i}", "2026-11-28T10:00:00Z") for i in range(1000)]))
         large = counts["statements"]
     finally:
         event.remove(engine, "before_cursor_execute", count)

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
-import consumer.handlers as handlers_module
+import consumer.question_handlers as handlers_module
 from consumer.handlers import Handlers
 from consumer.refresh_rules import NO_ALTERNATIVE
 from consumer.refresh_store import ConcurrentBankChange, lock_assessments, refresh_locked
+from consumer.unit_of_work import SqlUnitOfWork
 from shared.messages import QUESTION_DELETED, QuestionEvent, RefreshReply, RefreshRequested, utc_now_iso
 from shared.settings import Settings
 from tests.worlds import load, question, slots, standard_changes, standard_world
@@ -676,11 +677,16 @@ def test_question_deleted_event_for_unknown_question_changes_nothing(engine: Eng
 # -- redelivery after the results were published ---------------------------------------
 
 
+def mark_published(engine: Engine, message_ids: list[str]) -> None:
+    """What the worker does once a message's results are delivered."""
+    with SqlUnitOfWork(engine) as uow:
+        uow.mark_published(message_ids)
+        uow.commit()
+
+
 def test_redelivery_after_publishing_resends_the_reply_but_not_the_events(changed_world: Engine, handlers: Handlers) -> None:
     """Once the worker marked a message's results delivered, a redelivery re-sends
     only the reply (a caller may still wait), never the result events again."""
-    from consumer.inbox import mark_published
-
     request_id = str(uuid.uuid4())
     first_reply, first_events = refresh(handlers, 7, [11], request_id)
     assert [e["oid"] for e in first_events] == [11]
@@ -695,8 +701,6 @@ def test_redelivery_after_publishing_resends_the_reply_but_not_the_events(change
 
 
 def test_question_event_redelivery_after_publishing_sends_nothing(engine: Engine, handlers: Handlers) -> None:
-    from consumer.inbox import mark_published
-
     load(engine, _two_company_world())
     event_id = str(uuid.uuid4())
     assert len(delete_event(handlers, 500, event_id)) == 2

@@ -1,4 +1,4 @@
-"""A run of refresh requests handled in one transaction (Handlers.refresh_requests)
+"""A run of refresh requests handled in one transaction (one unit of work)
 answers every request as handling them one by one does, against PostgreSQL."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from consumer.handlers import Handlers
+from consumer.unit_of_work import Outcome
 from shared.messages import RefreshReply, RefreshRequested
 from shared.settings import Settings
 from tests.conftest import TABLES
@@ -40,11 +41,22 @@ def the_run() -> list[RefreshRequested]:
     ]
 
 
-def replies(handled: list[Any]) -> list[tuple[int, dict[str, Any]]]:
+def per_request(outcome: Outcome, reply_topic: str) -> list[list[Any]]:
+    """The messages published for each request: its events, then its reply."""
+    out: list[list[Any]] = [[]]
+    for message in outcome.outgoing:
+        out[-1].append(message)
+        if message.topic == reply_topic:
+            out.append([])
+    return out[:-1]
+
+
+def replies(outcomes: list[Outcome], reply_topic: str) -> list[tuple[int, dict[str, Any]]]:
     out = []
-    for h in handled:
-        reply = RefreshReply.from_json(h.outgoing[-1].value)
-        out.append((reply.status, reply.body))
+    for outcome in outcomes:
+        for messages in per_request(outcome, reply_topic):
+            reply = RefreshReply.from_json(messages[-1].value)
+            out.append((reply.status, reply.body))
     return out
 
 
@@ -57,11 +69,12 @@ def slots(engine: Engine) -> list[tuple[Any, ...]]:
 def test_a_run_answers_as_one_by_one_handling_does(handlers: Handlers, engine: Engine) -> None:
     run = the_run()
     fresh_world(engine)
-    one_by_one = replies([handlers.refresh_requested(r, None) for r in run])
+    reply_topic = handlers.settings.reply_topic
+    one_by_one = replies([handlers.refresh_requested(r, None) for r in run], reply_topic)
     state_one_by_one = slots(engine)
 
     fresh_world(engine)
-    as_run = replies(handlers.refresh_requests([(r, None) for r in run]))
+    as_run = replies([handlers.handle(run)], reply_topic)
 
     assert [status for status, _ in as_run] == [200, 200, 403, 200, 200]
     assert as_run == one_by_one
@@ -73,7 +86,7 @@ def test_a_run_answers_as_one_by_one_handling_does(handlers: Handlers, engine: E
 def test_a_run_publishes_events_once_per_request(handlers: Handlers, engine: Engine) -> None:
     fresh_world(engine)
     run = the_run()
-    handled = handlers.refresh_requests([(r, None) for r in run])
-    event_counts = [len(h.outgoing) - 1 for h in handled]  # the last message is the reply
+    handled = per_request(handlers.handle(run), handlers.settings.reply_topic)
+    event_counts = [len(messages) - 1 for messages in handled]  # the last message is the reply
     assert event_counts[0] >= 1 and event_counts[4] == 0, event_counts
     assert event_counts[2] == 0, "a 403 changes nothing and publishes nothing"

@@ -1,0 +1,58 @@
+"""What the consumer publishes: replies to callers and result events, as records to produce."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from shared.kafka import is_topic_name
+from shared.messages import (
+    CONTENT_TYPE_JSON,
+    HEADER_CONTENT_TYPE,
+    HEADER_CORRELATION_ID,
+    Headers,
+    RefreshReply,
+    encode,
+)
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+def reply(settings: Settings, reply_to: str | None, correlation_id: str, status: int, body: dict[str, Any]) -> Outgoing:
+    """The answer to a request: on the caller's ``reply_to``, under the caller's
+    ``correlation_id`` (header, key and the body's ``request_id``), so that any
+    client following DESIGN.md section 4 finds it."""
+    if reply_to is not None and not is_topic_name(reply_to):
+        # Not a topic anyone can read: answer on our own reply topic (the API
+        # replicas drop ids they do not wait for) rather than never moving on.
+        log.warning("request %s: reply_to is not a valid topic name, replying on %s", correlation_id, settings.reply_topic)
+        reply_to = None
+    return Outgoing(
+        reply_to or settings.reply_topic,
+        correlation_id.encode(),
+        RefreshReply(correlation_id, status, body).to_json(),
+        [(HEADER_CORRELATION_ID, correlation_id.encode()), (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())],
+    )
+
+
+def refresh_events(settings: Settings, events: list[dict[str, Any]], correlation_id: str) -> list[Outgoing]:
+    """``assessment.refreshed`` events, keyed by oid, under the id of what caused them."""
+    return [
+        Outgoing(
+            settings.refresh_events_topic,
+            str(e["oid"]).encode(),
+            encode(e),
+            [(HEADER_CORRELATION_ID, correlation_id.encode()), (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())],
+        )
+        for e in events
+    ]
