@@ -143,7 +143,11 @@ async def call_consumer(services: Services, command: RefreshRequested) -> JSONRe
     except BrokerUnavailable as exc:
         BROKER_UNAVAILABLE.inc()
         log.warning("request %s not delivered: %s", request_id, exc)
-        return error(503, "Message broker unavailable, request not sent", request_id=request_id)
+        # Not "not sent": a request whose delivery timed out in flight may have
+        # been written (measured in a leader failover), and then it is
+        # processed once, under this request_id, which the body names.
+        return error(503, "Message broker unavailable: the broker did not confirm the request in time",
+                     request_id=request_id)
     except TimeoutError:
         REPLY_TIMEOUTS.inc()
         log.warning("request %s: no reply within %.0f s", request_id, settings.reply_timeout_s)
