@@ -25,8 +25,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
+from assessment_refresh.loader import load_world, read_world
 from assessment_refresh.local_servers import TansuBroker, embedded_postgres_url, free_port
-from consumer.loader import load_world, read_world
 from consumer.topics import service_topics
 from shared.db import make_engine, migrate
 from shared.kafka import ensure_topics

@@ -32,10 +32,10 @@ from typing import Any
 import psutil
 from sqlalchemy import make_url
 
+from assessment_refresh.loader import load_world, parse_world
 from bench import env, scenarios
 from bench.report import ratio, table, write_json
 from bench.world import Sizes, build_world
-from consumer.loader import load_world, parse_world
 from shared.db import make_engine
 from shared.settings import Settings
 

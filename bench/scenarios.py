@@ -21,6 +21,7 @@ import httpx
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from sqlalchemy import Engine, event, make_url, text
 
+from assessment_refresh.loader import load_world, parse_world
 from bench import client, profile
 from bench.echo import EchoClient
 from bench.env import Sampler, fresh_topics, machine_load, services, spawn
@@ -39,7 +40,6 @@ from bench.world import (
     replay_bank,
 )
 from consumer.handlers import Handlers
-from consumer.loader import load_world, parse_world
 from consumer.replay import StartPoint, run_replay
 from shared.kafka import consumer_config, ensure_topics, producer_config
 from shared.messages import QUESTION_DELETED, QUESTION_UPSERTED, QuestionEvent, RefreshRequested, new_id, utc_now_iso
@@ -216,7 +216,7 @@ def whole_company(ctx: Ctx) -> None:
         f"in-process, {sz.company_small}": stats([r[0] for r in rows["inproc_small"]]),
     }
     ctx.results["2_whole_company"] = {
-        "reset": "before each timed refresh a new bank update is loaded with consumer.loader.load_world "
+        "reset": "before each timed refresh a new bank update is loaded with assessment_refresh.loader.load_world "
                  "(new content for 5% of the questions in use, 1% deleted, seed per repetition)",
         "questions_per_assessment": sz.questions_per_assessment, "latency": named,
         "statements_per_refresh": {str(sz.company_small): statements["small"],
