@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shared.kafka_properties import ConfigurationError
 from shared.log_setup import setup_logging
 from shared.settings import Settings
 
@@ -171,7 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = _settings()
+    try:
+        settings = _settings()
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)  # a setting, not a bug: no traceback
+        return 2
     # The services log JSON for machines; the commands a person runs, text
     # (LOG_FORMAT, when set, wins for all).
     fmt = settings.log_format if "LOG_FORMAT" in os.environ or args.command in ("api", "consumer") else "text"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def run_consumer(settings: Settings) -> None:
+    log.info("configuration: %s", json.dumps(settings.public(), default=str))
     engine = make_engine(settings.database_url)
     ensure_topics(settings, service_topics(settings))
     worker = Worker(settings, partial(SqlUnitOfWork, engine))

@@ -4,6 +4,8 @@ read from ``request.state.services``."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -18,6 +20,8 @@ from producer_api.ratelimit import RateLimiter
 from producer_api.replies import ReplyWaiter
 from shared.db import make_engine
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,7 @@ def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextMa
 
     @asynccontextmanager
     async def run(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        log.info("configuration: %s", json.dumps(settings.public(), default=str))
         loop = asyncio.get_running_loop()
         engine = make_engine(settings.database_url, pool_size=10, max_overflow=10)
         waiter = ReplyWaiter(settings, loop)

@@ -19,10 +19,15 @@ log = logging.getLogger(__name__)
 KAFKA_LOG = logging.getLogger("librdkafka")
 
 
+def client_config(settings: Settings) -> dict[str, Any]:
+    """What every client of the service starts from: the bootstrap servers and
+    every librdkafka property of the environment (security, TLS, SASL, ...)."""
+    return {**settings.kafka_properties, "bootstrap.servers": settings.kafka_bootstrap_servers, "logger": KAFKA_LOG}
+
+
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "logger": KAFKA_LOG,
+        **client_config(settings),
         # Request/reply is latency-bound: send at once, no Nagle delay.
         "linger.ms": 1,
         "socket.nagle.disable": True,
@@ -39,9 +44,8 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
 
 def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        **client_config(settings),
         "group.id": group_id,
-        "logger": KAFKA_LOG,
         "socket.nagle.disable": True,
         "fetch.wait.max.ms": settings.kafka_fetch_wait_max_ms,
         **group_protocol_config(settings),
@@ -85,7 +89,7 @@ def is_topic_name(name: str) -> bool:
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.kafka_bootstrap_servers, "logger": KAFKA_LOG}
+    return client_config(settings)
 
 
 def missing_topics(settings: Settings, topics: list[str], timeout: float = 10) -> list[str]:

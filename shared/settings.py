@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 
+from shared.kafka_properties import FILE_SUFFIX, ConfigurationError, client_properties, masked, read_secret_file
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+# Fields that are not read from one variable of their own name.
+_NOT_FROM_ONE_VARIABLE = {"kafka_properties"}
 
 
 @dataclass(frozen=True)
@@ -52,16 +54,27 @@ class Settings:
     # The consumer's /metrics, /healthz and /readyz; port 0 = not served.
     consumer_metrics_host: str = "127.0.0.1"
     consumer_metrics_port: int = 9400
+    # Every other librdkafka property, from KAFKA_* variables (security.protocol,
+    # sasl.*, ssl.*, ...): given to every producer, consumer and admin client.
+    kafka_properties: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Each field ``foo_bar`` is read from ``FOO_BAR``; overrides win."""
+        """Each field ``foo_bar`` is read from ``FOO_BAR``, or from the file that
+        ``FOO_BAR_FILE`` names (a mounted secret); overrides win. Other
+        ``KAFKA_*`` variables are librdkafka properties (shared/kafka_properties.py)."""
         values: dict[str, object] = {}
-        for field in fields(cls):
-            raw = os.environ.get(field.name.upper())
+        variables = {f.name.upper() for f in fields(cls) if f.name not in _NOT_FROM_ONE_VARIABLE}
+        for f in fields(cls):
+            if f.name in _NOT_FROM_ONE_VARIABLE:
+                continue
+            variable = f.name.upper()
+            raw = os.environ.get(variable)
+            if raw is None and variable + FILE_SUFFIX in os.environ:
+                raw = read_secret_file(variable + FILE_SUFFIX, os.environ[variable + FILE_SUFFIX])
             if raw is not None:
-                convert = {"int": int, "float": float}.get(str(field.type), str)
-                values[field.name] = convert(raw)
+                values[f.name] = _convert(variable, raw, str(f.type))
+        values["kafka_properties"] = client_properties(os.environ, variables)
         values.update(overrides)
         return cls.for_broker(**values).with_driver()
 
@@ -76,7 +89,23 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` give these settings (for child processes)."""
-        return {field.name.upper(): str(getattr(self, field.name)) for field in fields(self)}
+        env = {f.name.upper(): str(getattr(self, f.name)) for f in fields(self) if f.name not in _NOT_FROM_ONE_VARIABLE}
+        for name, value in self.kafka_properties.items():
+            env["KAFKA_" + name.replace("_", "__").replace("-", "___").replace(".", "_").upper()] = value
+        return env
+
+    def public(self) -> dict[str, object]:
+        """These settings as they may be logged: the database password and
+        every secret Kafka property masked."""
+        from sqlalchemy import make_url
+
+        shown: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        try:
+            shown["database_url"] = make_url(self.database_url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - an unparsable URL is shown as nothing at all
+            shown["database_url"] = "***"
+        shown["kafka_properties"] = masked(self.kafka_properties)
+        return shown
 
     def with_driver(self) -> Settings:
         """Accept plain ``postgresql://`` URLs (libpq style) and use psycopg2."""
@@ -86,3 +115,15 @@ class Settings:
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg2://" + url[len("postgresql://") :]
         return Settings(**{**self.__dict__, "database_url": url})
+
+
+def _convert(variable: str, raw: str, kind: str) -> object:
+    """A variable's value as its field's type; a clear error naming it otherwise."""
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{variable} must be a number ({kind}), not {raw!r}") from None
+    return raw
