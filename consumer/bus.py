@@ -24,10 +24,11 @@ from consumer.dead_letters import dead_letter, original_topic
 from consumer.log_fields import record_fields
 from consumer.outgoing import Outgoing
 from consumer.ports import Record
-from consumer.retry import POLICY, GaveUp, RetryPolicy, public_message, retry
+from consumer.retry import POLICY, GaveUp, RetryPolicy, retry
 from consumer.unit_of_work import Outcome, UnitOfWork
 from shared.log_setup import bind
 from shared.messages import MessageError
+from shared.safe_errors import public_message
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TypeVar
 
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, StatementError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from consumer.consumer_metrics import RETRIES
 from consumer.refresh_store import ConcurrentBankChange
 from shared.messages import MessageError
+from shared.safe_errors import public_message
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +123,3 @@ def retry(
             if topic is not None:
                 RETRIES.labels(topic, failure.value).inc()
             sleep(delay)
-
-
-def public_message(exc: BaseException) -> str:
-    """What a caller, a log line and a DLQ header may say about a failure:
-    the error's type and first line, never SQL text or bound values."""
-    cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
-    first_line = (str(cause).strip().splitlines() or [""])[0]
-    return f"{type(cause).__name__}: {first_line[:300]}".rstrip(": ")

@@ -17,6 +17,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.safe_errors import safe_traceback
+
 _FIELDS: ContextVar[dict[str, Any]] = ContextVar("log_fields", default={})  # noqa: B039 - never mutated
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -39,6 +41,9 @@ def bound_fields() -> dict[str, Any]:
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", <bound fields>, "exc"}`` per line."""
 
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return safe_traceback(ei)  # frames and public messages: no SQL, no values
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -57,6 +62,9 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        return safe_traceback(ei)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
