@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest, start_http_server
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
@@ -40,6 +40,19 @@ def watch_awaited(count: Callable[[], int]) -> None:
 
 async def metrics(_request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def serve_metrics_apart(host: str, port: int) -> Callable[[], None]:
+    """/metrics on a port of its own (API_METRICS_PORT), so that it stays off
+    the public port; returns what stops it."""
+    server, thread = start_http_server(port, addr=host)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=2)
+
+    return stop
 
 
 class MetricsMiddleware:

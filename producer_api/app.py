@@ -189,7 +189,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route(async_requests.STATUS_PATH, async_requests.refresh_request_status, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/metrics", metrics),
+            # With API_METRICS_PORT the lifespan serves /metrics there instead.
+            *([] if settings.api_metrics_port else [Route("/metrics", metrics)]),
             *docs_routes(),
         ],
         middleware=[Middleware(MetricsMiddleware), Middleware(AccessLogIds)],

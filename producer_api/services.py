@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 
-from producer_api.api_metrics import watch_awaited
+from producer_api.api_metrics import serve_metrics_apart, watch_awaited
 from producer_api.auth import KeyCache
 from producer_api.publisher import RequestPublisher
 from producer_api.ratelimit import RateLimiter
@@ -41,6 +41,8 @@ def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextMa
     @asynccontextmanager
     async def run(_app: Starlette) -> AsyncIterator[dict[str, Services]]:
         log.info("configuration: %s", json.dumps(settings.public(), default=str))
+        stop_metrics = (serve_metrics_apart(settings.api_metrics_host, settings.api_metrics_port)
+                        if settings.api_metrics_port else None)
         loop = asyncio.get_running_loop()
         engine = make_engine(settings.database_url, pool_size=10, max_overflow=10)
         waiter = ReplyWaiter(settings, loop)
@@ -55,5 +57,7 @@ def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextMa
             publisher.close()
             waiter.stop()
             engine.dispose()
+            if stop_metrics is not None:
+                stop_metrics()
 
     return run

@@ -48,6 +48,9 @@ class Settings:
     kafka_fetch_wait_max_ms: int = 500
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # The API's /metrics on a port of its own (off the public one); 0 = on API_PORT.
+    api_metrics_host: str = "127.0.0.1"
+    api_metrics_port: int = 0
     log_level: str = "INFO"
     # json: one object per line with the request / correlation id; text: for humans.
     log_format: str = "json"

@@ -11,6 +11,7 @@ import json
 import logging
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 from starlette.testclient import TestClient
@@ -193,3 +194,18 @@ def access_lines(state: dict[str, Any]) -> list[dict[str, Any]]:
 def test_the_access_line_of_a_request_with_an_id_carries_it() -> None:
     assert [line.get("request_id") for line in access_lines({"request_id": "r-42"})] == ["r-42"]
     assert [line.get("request_id") for line in access_lines({})] == [None]
+
+
+def test_api_metrics_on_a_port_of_their_own_leave_the_public_port() -> None:
+    from assessment_refresh.local_servers import free_port
+    from producer_api.api_metrics import serve_metrics_apart
+
+    port = free_port()
+    public = TestClient(create_app(Settings(api_metrics_port=port)), raise_server_exceptions=False)
+    assert public.get("/metrics").status_code == 404
+    stop = serve_metrics_apart("127.0.0.1", port)
+    try:
+        body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert "assessment_refresh_replies_awaited" in body
+    finally:
+        stop()
