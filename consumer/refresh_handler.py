@@ -84,7 +84,7 @@ def _refresh(uow: UnitOfWork, request: RefreshRequested) -> StoredResult:
 def success_body(company_id: int, plans: Sequence[RefreshPlan]) -> dict[str, Any]:
     details = [plan.report() for plan in sorted(plans, key=lambda p: p.oid)]
     return {
-        "message": f"Successfully refreshed {len(details)} assessments",
+        "message": f"Successfully refreshed {len(details)} assessment{'' if len(details) == 1 else 's'}",
         "company_id": company_id,
         "assessments_updated": len(details),
         "details": details,

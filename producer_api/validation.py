@@ -17,12 +17,15 @@ class BadRequest(ValueError):
 def parse_assessment_ids(body: bytes, max_ids: int) -> list[int] | None:
     """The requested ids without duplicates, in first-seen order; None means all.
 
-    An empty body, ``{}``, a missing, null or empty ``assessment_ids`` all mean
-    "every assessment of the company" (a body of JSON whitespace only counts as
-    empty). Unknown fields are ignored.
+    An empty body (no bytes), ``{}``, a missing, null or empty ``assessment_ids``
+    all mean "every assessment of the company". Anything else, whitespace alone
+    included, must parse as a JSON object (DESIGN.md section 2; the OpenAPI
+    document says the same). Unknown fields are ignored.
     """
-    if not body.strip(JSON_WHITESPACE):
+    if body == b"":
         return None
+    if not body.strip(JSON_WHITESPACE):
+        raise BadRequest("Request body must be a JSON object")
     try:
         payload = json.loads(body, parse_int=_parse_int)
     except (ValueError, RecursionError):  # bad UTF-8 or JSON, or absurd nesting/number size

@@ -39,7 +39,7 @@ def test_refresh_reports_refreshed_replaced_and_failed_questions(service: Servic
     response = post(service, {"assessment_ids": [11]})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["message"] == "Successfully refreshed 1 assessments"
+    assert body["message"] == "Successfully refreshed 1 assessment"
     assert body["company_id"] == 7
     assert body["assessments_updated"] == 1
     [detail] = body["details"]

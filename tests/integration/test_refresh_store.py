@@ -149,7 +149,7 @@ def test_refresh_one_assessment(changed_world: Engine, handlers: Handlers) -> No
 
     assert reply.status == 200
     body = reply.body
-    assert body["message"] == "Successfully refreshed 1 assessments"
+    assert body["message"] == "Successfully refreshed 1 assessment"
     assert (body["company_id"], body["assessments_updated"]) == (7, 1)
     [detail] = body["details"]
     [replacement] = detail["replacements"]

@@ -149,4 +149,4 @@ def check(response: httpx.Response, expected: Expectation, world: World) -> None
         assert oids == expected.oids
         assert all(world.owner(oid) == expected.company for oid in oids), "only the caller's assessments"
         assert body["assessments_updated"] == len(oids)
-        assert body["message"] == f"Successfully refreshed {len(oids)} assessments"
+        assert body["message"] == f"Successfully refreshed {len(oids)} assessment{'' if len(oids) == 1 else 's'}"

@@ -281,10 +281,19 @@ def test_a_utf16_body_is_decoded_or_refused_cleanly(client: httpx.Client, world:
     assert table_dump(world) == before
 
 
-def test_an_empty_or_json_whitespace_body_means_every_assessment(client: httpx.Client, world: Engine) -> None:
-    response = send(client, Case("whitespace", b" \r\n\t "))
+def test_an_empty_body_means_every_assessment(client: httpx.Client, world: Engine) -> None:
+    response = send(client, Case("empty", b""))
     assert response.status_code == 200
     assert [d["oid"] for d in response.json()["details"]] == [11, 12]
+
+
+@pytest.mark.parametrize("raw", [b" \r\n\t ", b"\r\n", b" "], ids=["mixed", "crlf", "space"])
+def test_a_body_of_whitespace_alone_is_not_a_json_object(client: httpx.Client, world: Engine, raw: bytes) -> None:
+    """DESIGN.md section 2 and the OpenAPI document: only an empty body means {}."""
+    before = table_dump(world)
+    response = send(client, Case("whitespace", raw))
+    assert (response.status_code, response.json()) == (400, {"error": NOT_OBJECT})
+    assert table_dump(world) == before
 
 
 @pytest.mark.parametrize("raw", [b"\x0b", b"\x0c", b" \x0c\n\x0b "], ids=["vt", "ff", "mixed"])
