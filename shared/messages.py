@@ -47,7 +47,9 @@ def decode_object(value: bytes | None) -> dict[str, Any]:
     if value is None:
         raise MessageError("message has no value")
     try:
-        payload = json.loads(value)
+        # Decoded as UTF-8 first: json.loads(bytes) would also accept UTF-16
+        # and UTF-32, which the contract (DESIGN.md section 4) does not.
+        payload = json.loads(value.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, absurd numbers or nesting
         raise MessageError(f"value is not UTF-8 JSON: {str(exc)[:200]}") from exc
     if not isinstance(payload, dict):

@@ -111,6 +111,14 @@ def test_good_baseline_decodes(cls):
     cls.from_json(json.dumps(GOOD[cls]).encode())
 
 
+@pytest.mark.parametrize("cls", list(GOOD), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_only_utf8_is_the_contract(cls, encoding):
+    """json.loads(bytes) would take these; DESIGN.md section 4 says UTF-8."""
+    with pytest.raises(MessageError, match="not UTF-8 JSON"):
+        cls.from_json(json.dumps(GOOD[cls]).encode(encoding))
+
+
 def _extend(good, raw_field: bytes) -> bytes:
     """The good payload with one more field whose raw JSON text is ``raw_field``."""
     return json.dumps(good)[:-1].encode() + b', "pad": ' + raw_field + b"}"
