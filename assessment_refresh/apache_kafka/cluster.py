@@ -72,6 +72,51 @@ def _die_with_parent() -> None:
     os.setsid()  # its own session: a Ctrl-C in a terminal reaches the launcher, which stops it in order
 
 
+@dataclass(frozen=True)
+class SecureListener:
+    """A SASL_SSL listener with SCRAM-SHA-512 next to the PLAINTEXT one (which
+    stays the inter-broker listener; CONTROLLER stays as it is), on a port of
+    its own. ``cert_file`` is the broker's PEM certificate chain, ``key_file``
+    its unencrypted PKCS#8 PEM key (``BEGIN PRIVATE KEY``: Kafka's PEM key
+    store reads no other form). ``scram_users`` (name -> password) are written
+    into the metadata log when the storage is formatted. With ``authorizer``
+    Kafka's StandardAuthorizer decides by ACL; ``super_users`` (e.g.
+    ``["User:admin"]``) may do anything, as may User:ANONYMOUS, the principal
+    of the PLAINTEXT and CONTROLLER listeners (the nodes themselves)."""
+
+    cert_file: Path
+    key_file: Path
+    scram_users: dict[str, str] = field(default_factory=dict)
+    super_users: tuple[str, ...] = ()
+    authorizer: bool = False
+
+    def server_properties(self, node: KafkaNode) -> dict[str, str]:
+        keystore = node.directory / "keystore.pem"
+        keystore.write_text(self.key_file.read_text() + self.cert_file.read_text())
+        keystore.chmod(0o600)
+        settings = {
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+            "listener.name.sasl_ssl.ssl.keystore.location": str(keystore),
+        }
+        if self.authorizer:
+            settings["authorizer.class.name"] = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+            settings["super.users"] = ";".join(["User:ANONYMOUS", *self.super_users])
+        return settings
+
+    def format_arguments(self) -> list[str]:
+        """StorageTool's ``--add-scram`` for every user. Its parser splits on
+        ``,`` and ``]`` whatever the quoting (tried on 4.1.1), so those and
+        ``"`` are refused in names and passwords here, before the JVM is."""
+        for name, password in self.scram_users.items():
+            if any(c in name + password for c in ',]"'):
+                raise ValueError(f"SCRAM user {name!r}: names and passwords cannot hold ',', ']' or '\"'")
+        return [arg for name, password in self.scram_users.items()
+                for arg in ("--add-scram", f'SCRAM-SHA-512=[name={name},password="{password}"]')]
+
+
 def new_cluster_id() -> str:
     """Kafka's form: URL-safe base64 of 16 random bytes, without padding."""
     return base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
@@ -83,12 +128,18 @@ class KafkaNode:
     port: int
     controller_port: int
     directory: Path
+    secure_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def secure_address(self) -> str:
+        assert self.secure_port is not None, "this cluster has no secure listener"
+        return f"127.0.0.1:{self.secure_port}"
 
     @property
     def log_file(self) -> Path:
@@ -132,6 +183,7 @@ class ApacheKafka:
         extra_settings: dict[str, str] | None = None,
         progress: Callable[[str], None] | None = None,
         reuse_storage: bool = False,
+        secure: SecureListener | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
@@ -140,6 +192,7 @@ class ApacheKafka:
         self._owns_dir = base_dir is None
         self.extra_settings = extra_settings or {}
         self.reuse_storage = reuse_storage
+        self.secure = secure
         self.progress = progress or (lambda _line: None)
         self.nodes = [
             KafkaNode(
@@ -147,6 +200,7 @@ class ApacheKafka:
                 port=(port if port and nodes == 1 else port_outside_ephemeral_range()),
                 controller_port=port_outside_ephemeral_range(),
                 directory=self.base_dir / f"node-{i + 1}",
+                secure_port=port_outside_ephemeral_range() if secure else None,
             )
             for i in range(nodes)
         ]
@@ -156,6 +210,11 @@ class ApacheKafka:
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(node.address for node in self.nodes)
+
+    @property
+    def secure_bootstrap_servers(self) -> str:
+        """The SASL_SSL listeners' addresses (with ``secure`` only)."""
+        return ",".join(node.secure_address for node in self.nodes)
 
     def node(self, node_id: int) -> KafkaNode:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -184,8 +243,13 @@ class ApacheKafka:
             "share.coordinator.state.topic.replication.factor": str(replicas),
             "share.coordinator.state.topic.min.isr": str(min_isr),
             **DEV_SETTINGS,
-            **self.extra_settings,
         }
+        if self.secure is not None:
+            settings["listeners"] += f",SASL_SSL://127.0.0.1:{node.secure_port}"
+            settings["advertised.listeners"] += f",SASL_SSL://127.0.0.1:{node.secure_port}"
+            settings["listener.security.protocol.map"] += ",SASL_SSL:SASL_SSL"
+            settings.update(self.secure.server_properties(node))
+        settings.update(self.extra_settings)
         return "".join(f"{key}={value}\n" for key, value in settings.items())
 
     # -- life cycle --------------------------------------------------------
@@ -234,7 +298,8 @@ class ApacheKafka:
         formats = [
             (node, subprocess.Popen(
                 self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
-                           "-c", str(node.directory / "server.properties"), heap=["-Xmx256M"]),
+                           "-c", str(node.directory / "server.properties"),
+                           *(self.secure.format_arguments() if self.secure else []), heap=["-Xmx256M"]),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             ))
             for node in nodes
