@@ -19,6 +19,26 @@ log = logging.getLogger(__name__)
 KAFKA_LOG = logging.getLogger("librdkafka")
 
 
+class _ListenerMismatchHint(logging.Filter):
+    """A PLAINTEXT client at a TLS or SASL listener is dropped by the broker
+    before its first request is answered; librdkafka says only "connection
+    closed by peer ... in state APIVERSION_QUERY", at INFO. That line is raised
+    to WARNING and names the likely cause (the other misconfigurations, a wrong
+    password or an untrusted certificate, librdkafka already names at ERROR)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "connection closed by peer" in message and "APIVERSION_QUERY" in message:
+            record.msg = ("%s: the broker closed the connection before answering the first request; "
+                          "is security.protocol (KAFKA_SECURITY_PROTOCOL) what its listener expects, e.g. SASL_SSL?")
+            record.args = (message,)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+KAFKA_LOG.addFilter(_ListenerMismatchHint())
+
+
 def client_config(settings: Settings) -> dict[str, Any]:
     """What every client of the service starts from: the bootstrap servers and
     every librdkafka property of the environment (security, TLS, SASL, ...)."""
@@ -95,7 +115,13 @@ def admin_config(settings: Settings) -> dict[str, Any]:
 def missing_topics(settings: Settings, topics: list[str], timeout: float = 10) -> list[str]:
     """Which of ``topics`` the broker does not have (raises when it cannot be asked)."""
     admin = AdminClient(admin_config(settings))
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    try:
+        existing = set(admin.list_topics(timeout=timeout).topics)
+    except KafkaException:
+        # librdkafka's own lines (why: authentication failed, certificate
+        # verify failed, ...) wait in its queue until the client is polled.
+        admin.poll(0)
+        raise
     return [t for t in dict.fromkeys(topics) if t not in existing]
 
 
