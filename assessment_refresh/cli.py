@@ -130,6 +130,28 @@ def cmd_dev(args: argparse.Namespace) -> int:
         return 130
 
 
+def cmd_acls(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from assessment_refresh.acls import Principals, apply, bindings, describe
+
+    settings = _settings()
+    wanted = bindings(settings, Principals(args.api_principal, args.consumer_principal, args.bank_principal),
+                      create_topics=not args.no_create_topics)
+    for binding in wanted:
+        print(describe(binding))
+    if args.dry_run:
+        return 0
+    try:
+        apply(settings, wanted)
+    except KafkaException as exc:
+        # The code (CLUSTER_AUTHORIZATION_FAILED: this principal may not alter ACLs) says more than Kafka's text.
+        print(f"error: the broker refused the ACLs: {exc.args[0].name()}: {exc.args[0].str()}", file=sys.stderr)
+        return 1
+    print(f"{len(wanted)} ACL bindings in place on {settings.kafka_bootstrap_servers}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assessment-refresh", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--dry-run", action="store_true", help="print what would be read per partition, then stop")
     replay.add_argument("--quiet", action="store_true", help="no progress bar")
     replay.set_defaults(func=cmd_replay)
+    acls = sub.add_parser("acls", help="grant each principal the Kafka ACLs it needs, and only those (README, Security)")
+    acls.add_argument("--api-principal", default="User:api")
+    acls.add_argument("--consumer-principal", default="User:consumer")
+    acls.add_argument("--bank-principal", default="User:bank", help="the question bank, writer of question events")
+    acls.add_argument("--no-create-topics", action="store_true",
+                      help="no CREATE for the consumer: the operator creates the topics before it starts")
+    acls.add_argument("--dry-run", action="store_true", help="print the bindings, create nothing")
+    acls.set_defaults(func=cmd_acls)
     dev = sub.add_parser("dev", help="run everything locally: embedded PostgreSQL, a broker, API, consumer, demo data")
     dev.add_argument("--data-dir", default=".dev",
                      help="where the embedded PostgreSQL (and with --broker kafka, the Kafka log) keeps its data")
