@@ -278,9 +278,11 @@ def test_a_principal_without_the_acl_is_refused_by_the_broker(
     ("api", lambda s: s.request_topic),
     ("consumer", lambda s: s.reply_topic),
     ("consumer", lambda s: s.refresh_events_topic),
+    ("consumer", lambda s: dlq_topic(s.request_topic)),
     ("consumer", lambda s: dlq_topic(s.question_events_topic)),
     ("bank", lambda s: s.question_events_topic),
-], ids=["api-requests", "consumer-replies", "consumer-refresh-events", "consumer-dlq", "bank-question-events"])
+], ids=["api-requests", "consumer-replies", "consumer-refresh-events", "consumer-requests-dlq",
+        "consumer-question-events-dlq", "bank-question-events"])
 def test_a_principal_with_the_acl_may_write(
     secured: Secured, base_settings: Settings, pki: Pki, user: str, topic_of: object
 ) -> None:
