@@ -17,8 +17,10 @@ from consumer.health_server import HealthServer
 from consumer.topics import consumed_topics, service_topics
 from consumer.unit_of_work import SqlUnitOfWork
 from consumer.worker import Worker
+from shared import inbox
 from shared.db import make_engine, ping
 from shared.kafka import consumer_config, ensure_topics
+from shared.retention import Pruner
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,13 +41,28 @@ def run_consumer(settings: Settings) -> None:
     log.info("consumer group %s reading %s", settings.consumer_group, consumed_topics(settings))
     joined = threading.Event()
     health = _health_server(settings, engine, worker, joined)
+    pruner = _inbox_pruner(settings, engine)
     try:
         worker.run(live_consumer(settings, joined))
     finally:
+        if pruner is not None:
+            pruner.stop()
         if health is not None:
             health.stop()
         engine.dispose()
         log.info("consumer stopped after %d message(s)", worker.stats.processed)
+
+
+def _inbox_pruner(settings: Settings, engine: Engine) -> Pruner | None:
+    """Inbox rows past RETENTION_HOURS, every PRUNE_INTERVAL_S (0: never)."""
+    if settings.prune_interval_s <= 0:
+        return None
+
+    def prune_batch() -> int:
+        with engine.begin() as conn:
+            return inbox.prune(conn, settings.retention_hours * 3600, settings.prune_batch_size)
+
+    return Pruner("inbox", prune_batch, settings.prune_batch_size, settings.prune_interval_s).start()
 
 
 def _health_server(settings: Settings, engine: Engine, worker: Worker, joined: threading.Event) -> HealthServer | None:

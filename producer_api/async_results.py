@@ -68,3 +68,18 @@ def find(engine: Engine, request_id: str, company_id: int) -> StoredOutcome | No
     if result is not None:
         return StoredOutcome(result.status, result.reply)
     return StoredOutcome(accepted.reply_status, accepted.reply)
+
+
+def prune(engine: Engine, retention_s: float, batch: int) -> int:
+    """Delete up to ``batch`` accepted requests older than the retention (a poll
+    for one of them is then answered 404, as for an unknown id)."""
+    with engine.begin() as conn:
+        return len(conn.execute(
+            text(
+                "DELETE FROM refresh_requests WHERE request_id IN ("
+                " SELECT request_id FROM refresh_requests"
+                " WHERE accepted_at < now() - make_interval(secs => :retention)"
+                " ORDER BY accepted_at LIMIT :batch FOR UPDATE SKIP LOCKED) RETURNING request_id"
+            ),
+            {"retention": retention_s, "batch": batch},
+        ).all())

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 
+from producer_api import async_results
 from producer_api.api_metrics import serve_metrics_apart, watch_awaited
 from producer_api.auth import KeyCache
 from producer_api.publisher import RequestPublisher
 from producer_api.ratelimit import RateLimiter
 from producer_api.replies import ReplyWaiter
 from shared.db import make_engine
+from shared.retention import Pruner
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,12 @@ def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextMa
         waiter.start()
         watch_awaited(lambda: waiter.awaited)
         publisher = RequestPublisher(settings, loop)
+        pruner = (
+            Pruner("async request", lambda: async_results.prune(engine, settings.retention_hours * 3600,
+                                                                settings.prune_batch_size),
+                   settings.prune_batch_size, settings.prune_interval_s).start()
+            if settings.prune_interval_s > 0 else None
+        )
         try:
             limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
             keys = KeyCache(settings.api_key_cache_s)
@@ -59,5 +67,7 @@ def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextMa
             engine.dispose()
             if stop_metrics is not None:
                 stop_metrics()
+            if pruner is not None:
+                pruner.stop()
 
     return run

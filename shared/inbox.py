@@ -96,3 +96,21 @@ def refresh_result(conn: Connection, request_id: str, company_id: int) -> Stored
         {"id": request_id, "kind": REFRESH_REQUEST, "company": company_id},
     ).first()
     return None if row is None else StoredResult(row.status, row.reply, row.events, row.published)
+
+
+def prune(conn: Connection, retention_s: float, batch: int) -> int:
+    """Delete up to ``batch`` rows older than the retention; how many went.
+
+    Only published rows: an unpublished one is what a redelivery of its
+    message must find and re-send. SKIP LOCKED, so a row a handler holds (or
+    another pruner takes) is left for the next batch, and each batch is one
+    short transaction."""
+    return len(conn.execute(
+        text(
+            "DELETE FROM processed_messages WHERE message_id IN ("
+            " SELECT message_id FROM processed_messages"
+            " WHERE published AND processed_at < now() - make_interval(secs => :retention)"
+            " ORDER BY processed_at LIMIT :batch FOR UPDATE SKIP LOCKED) RETURNING message_id"
+        ),
+        {"retention": retention_s, "batch": batch},
+    ).all())

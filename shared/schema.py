@@ -120,6 +120,8 @@ processed_messages = Table(
     Column("published", Boolean, nullable=False, server_default="false"),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+# Retention: published rows by age (migration 0005).
+Index("processed_messages_published_at", processed_messages.c.processed_at, postgresql_where=processed_messages.c.published)
 
 # Requests accepted in async mode (Prefer: respond-async), recorded before they
 # are published: a row without a result is "pending", no row is "unknown".
@@ -135,3 +137,4 @@ refresh_requests = Table(
     Column("reply", JSONB),
     Column("replied_at", DateTime(timezone=True)),
 )
+Index("refresh_requests_accepted_at", refresh_requests.c.accepted_at)

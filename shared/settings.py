@@ -48,6 +48,13 @@ class Settings:
     kafka_fetch_wait_max_ms: int = 500
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    # Inbox and async-result rows older than this are pruned (7 days); keep it
+    # above the topics' retention.ms so a redelivery or replay finds its row.
+    retention_hours: float = 168.0
+    # How often each consumer (inbox) and API process (async results) prunes,
+    # in batches of this many rows, one short transaction each.
+    prune_interval_s: float = 600.0
+    prune_batch_size: int = 1000
     # The API's /metrics on a port of its own (off the public one); 0 = on API_PORT.
     api_metrics_host: str = "127.0.0.1"
     api_metrics_port: int = 0
