@@ -13,16 +13,17 @@ from shared.log_setup import setup_logging
 from shared.settings import Settings
 
 
-def _settings() -> Settings:
-    return Settings.from_env()
+def _settings(**flags: object) -> Settings:
+    """The environment's settings; a command-line flag given wins over its variable."""
+    return Settings.from_env(**{name: value for name, value in flags.items() if value is not None})
 
 
-def cmd_api(_args: argparse.Namespace) -> int:
+def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from producer_api.app import create_app
 
-    settings = _settings()
+    settings = _settings(api_host=args.host, api_port=args.port)
     # log_config=None: uvicorn's lines go through our handler (JSON or text).
     uvicorn.run(
         create_app(settings), host=settings.api_host, port=settings.api_port,
@@ -31,10 +32,10 @@ def cmd_api(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_consumer(_args: argparse.Namespace) -> int:
+def cmd_consumer(args: argparse.Namespace) -> int:
     from consumer.main import run_consumer
 
-    run_consumer(_settings())
+    run_consumer(_settings(consumer_metrics_host=args.metrics_host, consumer_metrics_port=args.metrics_port))
     return 0
 
 
@@ -155,8 +156,18 @@ def cmd_acls(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="assessment-refresh", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("api", help="serve the REST API (uvicorn)").set_defaults(func=cmd_api)
-    sub.add_parser("consumer", help="run one consumer-group member").set_defaults(func=cmd_consumer)
+    # No --workers: run more API processes instead (each has its own reply
+    # reader, as replicas behind a load balancer do), so each can be stopped,
+    # health-checked and scaled on its own.
+    api = sub.add_parser("api", help="serve the REST API (uvicorn)")
+    api.add_argument("--host", help="interface to listen on (env API_HOST, default 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port to listen on (env API_PORT, default 8000)")
+    api.set_defaults(func=cmd_api)
+    consumer = sub.add_parser("consumer", help="run one consumer-group member")
+    consumer.add_argument("--metrics-host", help="interface of /metrics, /healthz, /readyz (env CONSUMER_METRICS_HOST)")
+    consumer.add_argument("--metrics-port", type=int,
+                          help="port of /metrics, /healthz, /readyz; 0: none (env CONSUMER_METRICS_PORT, default 9400)")
+    consumer.set_defaults(func=cmd_consumer)
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
     load = sub.add_parser("load", help="import companies, API keys, questions and assessments from JSON")
     load.add_argument("file")
