@@ -122,6 +122,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 1 if summary.dead_lettered else 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from confluent_kafka import KafkaException
+
+    from assessment_refresh.publish import publish_event, question_deleted
+
+    settings = _settings()
+    event = question_deleted(args.qid)
+    try:
+        partition, offset = publish_event(settings, event)
+    except KafkaException as exc:
+        print(f"error: {settings.question_events_topic} did not take the event: {exc.args[0].str()}", file=sys.stderr)
+        return 1
+    print(f"published question.deleted {args.qid} (event_id {event.event_id}) to "
+          f"{settings.question_events_topic} [{partition}] @{offset}")
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from assessment_refresh.dev import run_dev
 
@@ -199,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="no CREATE for the consumer: the operator creates the topics before it starts")
     acls.add_argument("--dry-run", action="store_true", help="print the bindings, create nothing")
     acls.set_defaults(func=cmd_acls)
+    publish = sub.add_parser("publish", help="send a question event as the question bank would")
+    publish_sub = publish.add_subparsers(dest="event", required=True)
+    deleted = publish_sub.add_parser("question-deleted", help="the bank deleted a question: refresh every assessment using it")
+    deleted.add_argument("qid", type=int)
+    publish.set_defaults(func=cmd_publish)
     dev = sub.add_parser("dev", help="run everything locally: embedded PostgreSQL, a broker, API, consumer, demo data")
     dev.add_argument("--data-dir", default=".dev",
                      help="where the embedded PostgreSQL (and with --broker kafka, the Kafka log) keeps its data")

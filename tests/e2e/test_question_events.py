@@ -165,3 +165,26 @@ def test_a_request_that_cannot_be_decoded_still_answers_its_caller_through_the_d
     assert replies[0]["body"]["error"].startswith("Error refreshing assessment data: ")
     dead = read_topic(bootstrap, dlq_topic(service_settings.request_topic), at_least=1)
     assert any(r.headers.get("correlation_id") == correlation for r in dead)
+
+
+def test_the_publish_command_sends_a_deletion_the_consumer_applies(
+    service: ServiceProcess, service_settings: Settings, engine: Engine
+) -> None:
+    """`assessment-refresh publish question-deleted QID`, as a person trying the
+    automatic path would run it: no hand-written JSON, the same effect."""
+    import os
+    import subprocess
+    import sys
+
+    load(engine, two_company_world())
+    result = subprocess.run([sys.executable, "-m", "assessment_refresh.cli", "publish", "question-deleted", "500"],
+                            env={**os.environ, **service_settings.to_env()}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("published question.deleted 500 (event_id ")
+    event_id = result.stdout.split("event_id ")[1].split(")")[0]
+    eventually(lambda: processed(engine, event_id), what="the published deletion to be processed")
+    assert [s[2] for s in slots(engine, 31)] == [510, 501]
+    assert [s[2] for s in slots(engine, 41)] == [502]
+    records = [r for r in read_topic(service_settings.kafka_bootstrap_servers, service_settings.question_events_topic,
+                                     at_least=1) if r.key == b"500"]
+    assert records and records[-1].headers.get("content-type") == "application/json"
