@@ -23,9 +23,8 @@ NOT_INTS = "assessment_ids must be a list of integers"
 NOT_64BIT = "assessment_ids must be 64-bit integers"
 FORBIDDEN_PREFIX = "Assessment IDs do not belong to company or do not exist: "
 
-# JSON's own whitespace (RFC 8259): a body of only these is "an empty body";
-# \x0b and \x0c (whitespace to Python's bytes.strip) are not JSON, so a 400.
-JSON_WHITESPACE = b" \t\r\n"
+# DESIGN.md section 2: only an empty body (no bytes) means {}; whitespace
+# alone, JSON's or not, must parse as a JSON object, so it is a 400.
 
 
 @dataclass(frozen=True)
@@ -80,7 +79,7 @@ def parse_json(body: bytes) -> tuple[bool, Any]:
 def expect_body(body: bytes, company: int, world: World) -> Expectation:
     """The answer for an authenticated caller of ``company`` sending ``body``."""
     everything = Expectation(200, company=company, oids=sorted(world.assessments.get(company, [])))
-    if body.strip(JSON_WHITESPACE) == b"":
+    if body == b"":
         return everything
     parsed, value = parse_json(body)
     if not parsed or not isinstance(value, dict):
