@@ -244,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     # (LOG_FORMAT, when set, wins for all).
     fmt = settings.log_format if "LOG_FORMAT" in os.environ or args.command in ("api", "consumer") else "text"
     setup_logging(settings.log_level, fmt)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigurationError as exc:  # read at start-up by a command (OTEL_* for tracing)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine
 
+from shared.tracing import trace_engine
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -15,7 +17,9 @@ def make_engine(database_url: str, **kwargs: object) -> Engine:
     # pool_pre_ping: survive a PostgreSQL restart without handing out dead connections.
     # hide_parameters: error texts (logged, dead-lettered) never carry bound
     # values, which hold question content and API key hashes.
-    return create_engine(database_url, pool_pre_ping=True, hide_parameters=True, future=True, **kwargs)
+    engine = create_engine(database_url, pool_pre_ping=True, hide_parameters=True, future=True, **kwargs)
+    trace_engine(engine)  # statement spans, when tracing is on
+    return engine
 
 
 def ping(engine: Engine) -> bool:

@@ -13,6 +13,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import propagate
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter, Setter
+
 from shared.questions import DocumentError, QuestionData, parse_question
 
 SCHEMA_VERSION = 1
@@ -21,6 +25,11 @@ HEADER_CORRELATION_ID = "correlation_id"
 HEADER_REPLY_TO = "reply_to"
 HEADER_CONTENT_TYPE = "content-type"
 CONTENT_TYPE_JSON = "application/json"
+# W3C trace context (as OpenTelemetry's default propagator writes it): every
+# message we produce carries the span that sent it, and a consumer's span
+# continues the trace of the message it handles (shared/tracing.py).
+HEADER_TRACEPARENT = "traceparent"
+HEADER_TRACESTATE = "tracestate"
 
 # Headers as confluent-kafka takes them (we always send bytes values).
 Headers = list[tuple[str, str | bytes | None]]
@@ -73,6 +82,36 @@ def header(headers: ReceivedHeaders, name: str) -> str | None:
         if key == name and value is not None:
             return value if isinstance(value, str) else value.decode("utf-8", "replace")
     return None
+
+
+class _HeaderGetter(Getter[ReceivedHeaders]):
+    def get(self, carrier: ReceivedHeaders, key: str) -> list[str] | None:
+        values = [v if isinstance(v, str) else v.decode("utf-8", "replace")
+                  for k, v in header_pairs(carrier) if k == key and v is not None]
+        return values or None
+
+    def keys(self, carrier: ReceivedHeaders) -> list[str]:
+        return [k for k, _ in header_pairs(carrier)]
+
+
+class _HeaderSetter(Setter[Headers]):
+    def set(self, carrier: Headers, key: str, value: str) -> None:
+        # Replaces: a record re-sent (a dead-letter copy) carries its new sender's context once.
+        carrier[:] = [(k, v) for k, v in carrier if k != key]
+        carrier.append((key, value.encode()))
+
+
+def with_trace_context(headers: Headers, context: Context | None = None) -> Headers:
+    """``headers`` with the current (or ``context``'s) span as the trace
+    context; unchanged when there is no valid span (tracing off, no parent)."""
+    carrier = list(headers)
+    propagate.inject(carrier, context, setter=_HeaderSetter())
+    return carrier
+
+
+def trace_context_of(headers: ReceivedHeaders) -> Context:
+    """The trace context a record's headers carry (an empty one if none or malformed)."""
+    return propagate.extract(headers, getter=_HeaderGetter())
 
 
 def _is_int(value: object) -> bool:
