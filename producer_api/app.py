@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,14 +24,17 @@ from producer_api.api_metrics import (
 from producer_api.auth import admit_key, company_of_key
 from producer_api.dispatch import publish_request
 from producer_api.errors import EXCEPTION_HANDLERS, error
+from producer_api.http_tracing import tracing_middleware
 from producer_api.openapi import docs_routes
 from producer_api.publisher import BrokerUnavailable
+from producer_api.replies import await_reply
 from producer_api.services import Services, lifespan
 from producer_api.validation import BadRequest, parse_assessment_ids
 from shared.db import ping
 from shared.log_setup import bind
 from shared.messages import MessageError, RefreshReply, RefreshRequested, new_id
 from shared.settings import Settings
+from shared.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +141,7 @@ async def call_consumer(services: Services, command: RefreshRequested) -> JSONRe
     try:
         await publish_request(settings, services.publisher, command)
         REQUESTS_PUBLISHED.labels("sync").inc()
-        value = await asyncio.wait_for(reply_future, settings.reply_timeout_s)
+        received = await await_reply(reply_future, settings.reply_topic, request_id, settings.reply_timeout_s)
     except BrokerUnavailable as exc:
         BROKER_UNAVAILABLE.inc()
         log.warning("request %s not delivered: %s", request_id, exc)
@@ -155,7 +157,7 @@ async def call_consumer(services: Services, command: RefreshRequested) -> JSONRe
     finally:
         waiter.forget(request_id)
     try:
-        reply = RefreshReply.from_json(value)
+        reply = RefreshReply.from_json(received.value)
     except MessageError as exc:
         return error(502, f"Malformed reply from the consumer: {exc}", request_id=request_id)
     return JSONResponse(reply.body, status_code=reply.status, headers={"X-Request-Id": request_id})
@@ -183,6 +185,7 @@ async def readyz(request: Request) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    setup_tracing("assessment-refresh-api")  # OTEL_* variables; nothing without an exporter
     return Starlette(
         routes=[
             Route("/assessments/refresh-assessments", refresh_assessments, methods=["POST"]),
@@ -193,7 +196,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *([] if settings.api_metrics_port else [Route("/metrics", metrics)]),
             *docs_routes(),
         ],
-        middleware=[Middleware(MetricsMiddleware), Middleware(AccessLogIds)],
+        middleware=[*tracing_middleware(), Middleware(MetricsMiddleware), Middleware(AccessLogIds)],
         lifespan=lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
     )

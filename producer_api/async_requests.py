@@ -29,6 +29,7 @@ from producer_api.auth import admit_key, company_of_key
 from producer_api.dispatch import publish_request
 from producer_api.errors import error
 from producer_api.publisher import BrokerUnavailable
+from producer_api.replies import Reply
 from producer_api.services import Services
 from shared.messages import MessageError, RefreshReply, RefreshRequested
 
@@ -149,12 +150,12 @@ def unknown_request() -> JSONResponse:
 
 
 def _keep_reply_when_it_comes(
-    engine: Engine, loop: asyncio.AbstractEventLoop, request_id: str, reply: asyncio.Future[bytes]
+    engine: Engine, loop: asyncio.AbstractEventLoop, request_id: str, reply: asyncio.Future[Reply]
 ) -> None:
-    def store(done: asyncio.Future[bytes]) -> None:
+    def store(done: asyncio.Future[Reply]) -> None:
         if not done.cancelled():
             # Nobody awaits this: _store_reply logs its own failures.
-            loop.run_in_executor(None, _store_reply, engine, request_id, done.result())
+            loop.run_in_executor(None, _store_reply, engine, request_id, done.result().value)
 
     reply.add_done_callback(store)
 

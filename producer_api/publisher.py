@@ -3,6 +3,12 @@
 confluent-kafka's Producer with a poll thread (its AIOProducer batches for up to
 a second and rejects headers): delivery callbacks run on that thread and hand
 their result to the event loop with call_soon_threadsafe.
+
+Each publish is a PRODUCER span (``send <topic>``) whose context the record
+carries in its ``traceparent`` header: the consumer's span continues it.
+confluent-kafka's contrib instrumentation is not used: it wraps the whole
+Producer and Consumer, while the context has to be put in the headers here
+and taken out in the consumer's bus, which handles records in runs.
 """
 
 from __future__ import annotations
@@ -11,10 +17,12 @@ import asyncio
 import threading
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from shared.kafka import producer_config
-from shared.messages import Headers
+from shared.messages import HEADER_CORRELATION_ID, Headers, header, with_trace_context
 from shared.settings import Settings
+from shared.tracing import messaging_attributes, tracer
 
 
 class BrokerUnavailable(Exception):
@@ -66,10 +74,23 @@ class RequestPublisher:
         return True
 
     async def publish(self, topic: str, key: bytes, value: bytes, headers: Headers) -> None:
-        delivered: asyncio.Future[None] = self.loop.create_future()
+        attributes = messaging_attributes("send", topic, key=key, conversation_id=header(headers, HEADER_CORRELATION_ID))
+        with tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attributes,
+                                          record_exception=False, set_status_on_exception=False) as span:
+            try:
+                partition, offset = await self._deliver(topic, key, value, with_trace_context(headers))
+            except BrokerUnavailable as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+            span.set_attributes(messaging_attributes("send", topic, partition=partition, offset=offset))
 
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            self.loop.call_soon_threadsafe(_settle, delivered, err)
+    async def _deliver(self, topic: str, key: bytes, value: bytes, headers: Headers) -> tuple[int, int]:
+        """Where the record was written: (partition, offset)."""
+        delivered: asyncio.Future[tuple[int, int]] = self.loop.create_future()
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            self.loop.call_soon_threadsafe(_settle, delivered, err, msg)
 
         try:
             self._producer.produce(topic, value, key, headers=headers, on_delivery=on_delivery)
@@ -78,15 +99,15 @@ class RequestPublisher:
         try:
             # message.timeout.ms normally ends the wait first; this bound holds
             # whatever the client does.
-            await asyncio.wait_for(delivered, self._timeout_s + TIMEOUT_SCAN_S)
+            return await asyncio.wait_for(delivered, self._timeout_s + TIMEOUT_SCAN_S)
         except TimeoutError as exc:
             raise BrokerUnavailable("no delivery report in time") from exc
 
 
-def _settle(future: asyncio.Future[None], err: KafkaError | None) -> None:
+def _settle(future: asyncio.Future[tuple[int, int]], err: KafkaError | None, msg: Message) -> None:
     if future.done():
         return
     if err is None:
-        future.set_result(None)
+        future.set_result((msg.partition() or 0, msg.offset() or 0))
     else:
         future.set_exception(BrokerUnavailable(err.str()))

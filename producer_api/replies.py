@@ -22,17 +22,42 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from shared.broker_profile import profile_named
 from shared.kafka import consumer_config, ensure_topics
-from shared.messages import HEADER_CORRELATION_ID, header
+from shared.messages import HEADER_CORRELATION_ID, Headers, header, header_pairs, trace_context_of
 from shared.settings import Settings
+from shared.tracing import messaging_attributes, tracer
 
 log = logging.getLogger(__name__)
 
 PARTITION_CHECK_S = 5.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply record as its waiter gets it: the value, and the headers (its trace context)."""
+
+    value: bytes
+    headers: Headers
+
+
+async def await_reply(future: asyncio.Future[Reply], topic: str, request_id: str, timeout_s: float) -> Reply:
+    """Wait for the reply, as a CONSUMER span (``receive <reply topic>``) in
+    the request's trace, linked to the consumer's span that sent the reply.
+    Raises TimeoutError."""
+    attributes = messaging_attributes("receive", topic, conversation_id=request_id)
+    with tracer.start_as_current_span(f"receive {topic}", kind=SpanKind.CONSUMER, attributes=attributes) as span:
+        reply = await asyncio.wait_for(future, timeout_s)
+        sender = trace.get_current_span(trace_context_of(reply.headers)).get_span_context()
+        if sender.is_valid:
+            span.add_link(sender)
+        return reply
 
 
 class ReplyWaiter:
@@ -41,7 +66,7 @@ class ReplyWaiter:
         self.loop = loop
         self.ready = threading.Event()
         self._stop = threading.Event()
-        self._waiting: dict[str, asyncio.Future[bytes]] = {}  # touched only on the loop
+        self._waiting: dict[str, asyncio.Future[Reply]] = {}  # touched only on the loop
         self._consumer = Consumer(
             consumer_config(
                 settings,
@@ -73,8 +98,8 @@ class ReplyWaiter:
 
     # -- on the event loop -------------------------------------------------
 
-    def expect(self, request_id: str) -> asyncio.Future[bytes]:
-        future: asyncio.Future[bytes] = self.loop.create_future()
+    def expect(self, request_id: str) -> asyncio.Future[Reply]:
+        future: asyncio.Future[Reply] = self.loop.create_future()
         self._waiting[request_id] = future
         return future
 
@@ -85,10 +110,10 @@ class ReplyWaiter:
     def awaited(self) -> int:
         return len(self._waiting)
 
-    def _resolve(self, request_id: str, value: bytes) -> None:
+    def _resolve(self, request_id: str, reply: Reply) -> None:
         future = self._waiting.pop(request_id, None)
         if future is not None and not future.done():
-            future.set_result(value)
+            future.set_result(reply)
         # else: another replica's reply, or a late one for a caller that got 504.
 
     # -- on the reader thread ----------------------------------------------
@@ -174,4 +199,4 @@ class ReplyWaiter:
         if request_id is None and key is not None:
             request_id = key.decode("utf-8", "replace") if isinstance(key, bytes) else key
         if request_id:
-            self.loop.call_soon_threadsafe(self._resolve, request_id, msg.value() or b"")
+            self.loop.call_soon_threadsafe(self._resolve, request_id, Reply(msg.value() or b"", header_pairs(msg.headers())))
