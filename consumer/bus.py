@@ -7,6 +7,10 @@ whose handler takes runs share one unit of work (one transaction, one
 commit). A run is retried past transient failures only; on any other failure
 its records are handled one by one, where the policy finds the culprit and
 its handler gives it up. A record that does not decode is given up at once.
+
+Each record handled alone, and each run, is one ``process <topic>`` span in
+the trace of the record(s) it handles (consumer/message_spans.py): every
+handler is traced, database statements included, without code of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from consumer import faults
 from consumer.consumer_metrics import DEAD_LETTERED, MESSAGES, PROCESSING
 from consumer.dead_letters import dead_letter, original_topic
 from consumer.log_fields import record_fields
+from consumer.message_spans import failed, processing
 from consumer.outgoing import Outgoing
 from consumer.ports import Record
 from consumer.retry import POLICY, GaveUp, RetryPolicy, retry
@@ -92,9 +97,10 @@ class MessageBus:
         sleep: Callable[[float], None],
         policy: RetryPolicy = POLICY,
         replay_id: str | None = None,
+        consumer_group: str | None = None,  # named on the spans
     ) -> None:
         self.handlers, self.routes, self.start_uow, self.sleep = handlers, routes, start_uow, sleep
-        self.policy, self.replay_id = policy, replay_id
+        self.policy, self.replay_id, self.consumer_group = policy, replay_id, consumer_group
 
     def handle(self, records: Sequence[Record]) -> list[Outcome]:
         """Handle records in order; what is left to publish, per unit of work."""
@@ -129,8 +135,14 @@ class MessageBus:
 
     def _run(self, unit: list[_Item]) -> Outcome:
         started, topic = time.perf_counter(), unit[0].topic
-        outcome = retry(lambda: self._commit([item.message for item in unit]), replace(self.policy, max_errors=1),
-                        self.sleep, what=f"a run of {len(unit)} records", topic=topic)
+        with processing([item.record for item in unit], self.consumer_group) as span:
+            try:
+                outcome = retry(lambda: self._commit([item.message for item in unit]),
+                                replace(self.policy, max_errors=1), self.sleep, what=f"a run of {len(unit)} records",
+                                topic=topic)
+            except GaveUp as exc:
+                failed(span, exc.error, public_message(exc.error))
+                raise
         share = (time.perf_counter() - started) / len(unit)
         for _ in unit:
             PROCESSING.labels(topic).observe(share)
@@ -140,8 +152,10 @@ class MessageBus:
     def _one(self, item: _Item) -> Outcome:
         started, record = time.perf_counter(), item.record
         route = self.routes.get(item.topic)
-        with bind(**record_fields(record, question_event=route is not None and route.event_ids)):
+        with bind(**record_fields(record, question_event=route is not None and route.event_ids)), \
+                processing([record], self.consumer_group) as span:
             if item.error is not None:
+                failed(span, item.error, public_message(item.error))
                 outcome = self._give_up(item, item.error, 1)
             else:
                 what = f"{record.topic()} [{record.partition()}] @{record.offset()}"
@@ -149,6 +163,7 @@ class MessageBus:
                     outcome = retry(lambda: self._commit([item.message]), self.policy, self.sleep, what=what,
                                     topic=item.topic)
                 except GaveUp as gave_up:
+                    failed(span, gave_up.error, public_message(gave_up.error))
                     outcome = self._give_up(item, gave_up.error, gave_up.attempts)
         PROCESSING.labels(item.topic).observe(time.perf_counter() - started)
         MESSAGES.labels(item.topic, "dead_lettered" if outcome.dead_lettered else "ok").inc()

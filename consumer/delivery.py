@@ -10,6 +10,9 @@ reply to a caller's ``reply_to`` that does not exist after a while. Our own
 topics are another matter: a broker that loses topics (the Tansu profile) gets
 them made again; on Apache Kafka an operator deleted one, so it is not ours to
 make behind their back: the record waits and ``missing_topics`` names it (/readyz).
+
+Each delivery is traced: a ``send <topic>`` span per topic and handling,
+whose context the records carry (consumer/message_spans.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Callable
 from confluent_kafka import KafkaError, KafkaException
 
 from consumer.dead_letters import DLQ_SUFFIX, truncated
+from consumer.message_spans import sending
 from consumer.outgoing import Outgoing
 from consumer.ports import DeliveryReport, RecordSink
 from consumer.retry import POLICY, RetryPolicy, TransientError, retry
@@ -57,6 +61,11 @@ class Delivery:
 
     def publish(self, outgoing: list[Outgoing]) -> None:
         """Deliver every message, or give up those no retry can deliver."""
+        if outgoing:
+            with sending(outgoing) as traced:
+                self._publish(traced)
+
+    def _publish(self, outgoing: list[Outgoing]) -> None:
         pending = list(outgoing)
         first_failed: dict[int, float] = {}  # id(message) -> when its delivery first failed
 

@@ -22,12 +22,14 @@ from shared.db import make_engine, ping
 from shared.kafka import consumer_config, ensure_topics
 from shared.retention import Pruner
 from shared.settings import Settings
+from shared.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
 
 def run_consumer(settings: Settings) -> None:
     log.info("configuration: %s", json.dumps(settings.public(), default=str))
+    setup_tracing("assessment-refresh-consumer")  # OTEL_* variables; nothing without an exporter
     engine = make_engine(settings.database_url)
     ensure_topics(settings, service_topics(settings))
     worker = Worker(settings, partial(SqlUnitOfWork, engine))

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+from opentelemetry.context import Context
 
 from shared.kafka import is_topic_name
 from shared.messages import (
@@ -26,6 +28,10 @@ class Outgoing:
     key: bytes | None
     value: bytes
     headers: Headers
+    # The trace context it was published in (the unit of work notes it): its
+    # send span is a child of that, and its traceparent header that span
+    # (consumer/message_spans.py). Not part of the record.
+    trace_parent: Context | None = field(default=None, compare=False, repr=False)
 
 
 def reply(settings: Settings, reply_to: str | None, correlation_id: str, status: int, body: dict[str, Any]) -> Outgoing:

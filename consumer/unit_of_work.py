@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 
+from opentelemetry import context as trace_context
+from opentelemetry import trace
 from sqlalchemy import Connection, Engine
 
 from consumer.outgoing import Outgoing
@@ -79,11 +81,11 @@ class UnitOfWork(ABC):
     # -- what happens after the commit --------------------------------------
 
     def publish(self, *messages: Outgoing) -> None:
-        self.outcome.outgoing.extend(messages)
+        self.outcome.outgoing.extend(_in_current_trace(m) for m in messages)
 
     def reply(self, message: Outgoing) -> None:
         if self.policy.replies:
-            self.outcome.outgoing.append(message)
+            self.outcome.outgoing.append(_in_current_trace(message))
 
     def mark_published_after_delivery(self, message_id: str) -> None:
         self.outcome.published_ids.append(message_id)
@@ -128,6 +130,15 @@ class UnitOfWork(ABC):
 
     @abstractmethod
     def _close(self) -> None: ...
+
+
+def _in_current_trace(message: Outgoing) -> Outgoing:
+    """Note the handling's span on the message: it is sent in that trace
+    (consumer/message_spans.py). Nothing to note without a span (tracing off
+    and no trace context in the record handled)."""
+    if message.trace_parent is not None or not trace.get_current_span().get_span_context().is_valid:
+        return message
+    return replace(message, trace_parent=trace_context.get_current())
 
 
 class SqlUnitOfWork(UnitOfWork):

@@ -60,7 +60,7 @@ class Worker:
         replaying = policy is REPLAY and profile_named(settings.broker_profile).replay_reads_to_partition_eof
         self.replay_id = new_id() if replaying else None
         self.bus = MessageBus(handler_table or handlers(settings), routes(settings), self.start_uow, self.sleep,
-                              replay_id=self.replay_id)
+                              replay_id=self.replay_id, consumer_group=settings.consumer_group)
 
     @property
     def missing_topics(self) -> set[str]:

@@ -396,3 +396,29 @@ def test_a_request_without_any_id_is_poison() -> None:
     world.run([request(None)])
     [dead] = world.dead
     assert header(dead, "dlq.error.type") == "MessageError" and world.on(S.reply_topic) == []
+
+
+# -- trace context with tracing off (the e2e test, tests/e2e/test_tracing.py, has it on) --
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def traced(record: Record) -> Record:
+    return Record(record.topic(), record.value(), record.offset(), [*record.headers(), ("traceparent", TRACEPARENT.encode())])
+
+
+def test_with_tracing_off_the_callers_trace_context_passes_through_to_the_reply_and_the_dlq() -> None:
+    world = World(request=Flaky(nothing, [ValueError("x")] * 3))
+    world.run([traced(request("r-1")), traced(request(None, offset=1))])
+    [reply] = world.on(S.reply_topic)
+    [dead_failed, dead_poison] = world.dead
+    for message in (reply, dead_failed, dead_poison):
+        assert [k for k, _ in message.headers].count("traceparent") == 1
+        assert header(message, "traceparent") == TRACEPARENT
+
+
+def test_with_tracing_off_a_record_without_trace_context_gets_none_added() -> None:
+    world = World()
+    world.run([request("r-1")])
+    [reply] = world.on(S.reply_topic)
+    assert "traceparent" not in dict(reply.headers)
