@@ -17,6 +17,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry import trace
+
 from shared.safe_errors import safe_traceback
 
 _FIELDS: ContextVar[dict[str, Any]] = ContextVar("log_fields", default={})  # noqa: B039 - never mutated
@@ -39,7 +41,9 @@ def bound_fields() -> dict[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "message", <bound fields>, "exc"}`` per line."""
+    """``{"ts", "level", "logger", "message", <bound fields>, "trace_id", "span_id", "exc"}``
+    per line; ``trace_id`` and ``span_id`` name the span the line was logged in
+    (shared/tracing.py), so that a trace and its log lines find each other."""
 
     def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
         return safe_traceback(ei)  # frames and public messages: no SQL, no values
@@ -52,6 +56,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **_FIELDS.get(),
         }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            line["trace_id"], line["span_id"] = f"{span.trace_id:032x}", f"{span.span_id:016x}"
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str, ensure_ascii=False)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+from opentelemetry.sdk.trace import TracerProvider
+
 from shared.log_setup import JsonFormatter, TextFormatter, bind
 
 
@@ -19,6 +21,15 @@ def test_a_json_line_carries_the_bound_ids_and_only_inside_bind() -> None:
     assert inside["request_id"] == "r-1" and inside["company_id"] == 7 and "event_id" not in inside
     assert inside["message"] == "handled 200" and inside["level"] == "INFO" and inside["logger"] == "consumer.worker"
     assert "request_id" not in outside
+
+
+def test_a_json_line_names_the_span_it_was_logged_in() -> None:
+    with TracerProvider().get_tracer("test").start_as_current_span("process") as span:  # a local provider
+        inside = json.loads(JsonFormatter().format(record("x")))
+    outside = json.loads(JsonFormatter().format(record("x")))
+    context = span.get_span_context()
+    assert (inside["trace_id"], inside["span_id"]) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    assert "trace_id" not in outside
 
 
 def test_nested_binds_add_up_and_unwind() -> None:
