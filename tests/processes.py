@@ -57,10 +57,11 @@ def start_consumer(settings: Settings, log_dir: Path, name: str = "consumer", en
     return _spawn(name, "consumer", settings, log_dir, env)
 
 
-def start_api(settings: Settings, log_dir: Path, name: str = "api", wait_ready: bool = True) -> ServiceProcess:
+def start_api(settings: Settings, log_dir: Path, name: str = "api", wait_ready: bool = True,
+              env: dict[str, str] | None = None) -> ServiceProcess:
     port = free_port()
     settings = Settings(**{**settings.__dict__, "api_host": "127.0.0.1", "api_port": port})
-    api = _spawn(name, "api", settings, log_dir, None)
+    api = _spawn(name, "api", settings, log_dir, env)
     api.url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     ready_path = "/readyz" if wait_ready else "/healthz"
