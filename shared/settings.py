@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from shared.kafka_properties import FILE_SUFFIX, ConfigurationError, client_properties, masked, read_secret_file
+from shared.setting_checks import check_settings
 
 # Fields that are not read from one variable of their own name.
 _NOT_FROM_ONE_VARIABLE = {"kafka_properties"}
@@ -86,6 +87,7 @@ class Settings:
                 values[f.name] = _convert(variable, raw, str(f.type))
         values["kafka_properties"] = client_properties(os.environ, variables)
         values.update(overrides)
+        check_settings(values)
         return cls.for_broker(**values).with_driver()
 
     @classmethod
@@ -135,5 +137,6 @@ def _convert(variable: str, raw: str, kind: str) -> object:
         if kind == "float":
             return float(raw)
     except ValueError:
-        raise ConfigurationError(f"{variable} must be a number ({kind}), not {raw!r}") from None
+        what = "a whole number" if kind == "int" else "a number"
+        raise ConfigurationError(f"{variable} must be {what}, not {raw!r}") from None
     return raw

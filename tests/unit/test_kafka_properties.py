@@ -87,4 +87,4 @@ def test_a_malformed_setting_is_one_clear_line_not_a_traceback() -> None:
     result = subprocess.run([sys.executable, "-m", "assessment_refresh.cli", "migrate"], capture_output=True,
                             text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "API_PORT": "eighty"})
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: API_PORT must be a number (int), not 'eighty'"
+    assert result.stderr.strip() == "error: API_PORT must be a whole number, not 'eighty'"
