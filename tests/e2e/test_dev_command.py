@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,8 @@ import pytest
 
 from assessment_refresh.apache_kafka import kafka_version, missing_tools
 from assessment_refresh.dev import DEMO_KEY
-from assessment_refresh.local_servers import free_port
+from assessment_refresh.dev_settings import FILE_NAME, read
+from assessment_refresh.local_servers import free_port, port_outside_ephemeral_range
 
 pytestmark = pytest.mark.e2e
 
@@ -58,13 +60,18 @@ class DevRun:
         return "".join(self.lines)
 
 
-def start_dev(broker: str, data_dir: Path, port: int) -> DevRun:
+def start_dev(broker: str, data_dir: Path, port: int, *, kafka_port: int | None = None,
+              cwd: Path | None = None, env: dict[str, str] | None = None) -> DevRun:
+    """dev on ports of the test's (its defaults may be taken on a shared machine)."""
     process = subprocess.Popen(
-        [*dev_command(), "dev", "--broker", broker, "--data-dir", str(data_dir), "--port", str(port)],
+        [*dev_command(), "dev", "--broker", broker, "--data-dir", str(data_dir), "--api-port", str(port),
+         "--kafka-port", str(kafka_port or port_outside_ephemeral_range())],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "LOG_FORMAT": "text"},
+        cwd=cwd,
+        env={**(os.environ if env is None else env), "LOG_FORMAT": "text",
+             "CONSUMER_METRICS_PORT": (env or os.environ).get("CONSUMER_METRICS_PORT") or str(free_port())},
     )
     run = DevRun(process)
     threading.Thread(target=run.read_output, daemon=True).start()
@@ -109,7 +116,17 @@ def refresh_via_printed_curl(run: DevRun) -> httpx.Response:
 
 def run_once_and_stop(broker: str, data_dir: Path) -> tuple[DevRun, dict[str, Any]]:
     run = start_dev(broker, data_dir, free_port())
+    settings_file = data_dir / FILE_NAME
     try:
+        # While it runs: its settings, for the other commands and for the export line.
+        written = read(settings_file)
+        assert written.pid == run.process.pid
+        assert written.settings["BROKER_PROFILE"] == ("kafka" if broker == "kafka" else "tansu")
+        assert written.api_url in run.output
+        exports = re.search(r"^  export (.*)$", run.output, re.MULTILINE)
+        assert exports, run.output
+        assert f"KAFKA_BOOTSTRAP_SERVERS={written.settings['KAFKA_BOOTSTRAP_SERVERS']}" in exports.group(1)
+        assert "DATABASE_URL=" in exports.group(1) and "BROKER_PROFILE=" in exports.group(1)
         response = refresh_via_printed_curl(run)
         assert response.status_code == 200, response.text
         report = response.json()
@@ -129,6 +146,7 @@ def run_once_and_stop(broker: str, data_dir: Path) -> tuple[DevRun, dict[str, An
         print(f"{broker}: stopped {stopped_in:.1f} s after SIGINT")
         assert code == 0, run.output[-4000:]
         assert "[dev] stopped API, consumer and broker" in run.output
+        assert not settings_file.exists(), "dev left its settings file behind"
         # PostgreSQL's server stops at dev's exit (pg_ctl stop, which waits); the
         # services and the broker were stopped before it.
         deadline = time.monotonic() + 10
@@ -189,7 +207,7 @@ def test_dev_on_kafka_without_java_says_what_is_missing(jars_cached: bool, tmp_p
     env.update(PATH=str(empty), ASSESSMENT_REFRESH_CACHE=str(cache))
     data_dir = tmp_path / "dev"
     result = subprocess.run(
-        [*dev_command(), "dev", "--broker", "kafka", "--data-dir", str(data_dir), "--port", str(free_port())],
+        [*dev_command(), "dev", "--broker", "kafka", "--data-dir", str(data_dir), "--api-port", str(free_port())],
         capture_output=True, text=True, env=env, timeout=60,
     )
     assert result.returncode == 2, result.stdout + result.stderr
@@ -202,3 +220,27 @@ def test_dev_on_kafka_without_java_says_what_is_missing(jars_cached: bool, tmp_p
     assert ("mvn (Maven" in line) is not jars_cached, line
     assert "--broker tansu" in line
     assert not data_dir.exists() or not any(data_dir.iterdir())
+
+
+@pytest.mark.parametrize(("flag", "named"), [("--api-port", "--api-port PORT (env DEV_API_PORT)"),
+                                             ("--kafka-port", "--kafka-port PORT (env DEV_KAFKA_PORT)")])
+def test_dev_on_a_taken_port_says_which_flag_moves_it(flag: str, named: str, tmp_path: Path) -> None:
+    """Something listens on the port: one line naming the flag, exit 2, nothing started."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        ports = {"--api-port": str(free_port()), "--kafka-port": str(free_port()), flag: str(port)}
+        data_dir = tmp_path / "dev"
+        result = subprocess.run(
+            [*dev_command(), "dev", "--data-dir", str(data_dir), *(x for kv in ports.items() for x in kv)],
+            capture_output=True, text=True, timeout=60,
+            env={**os.environ, "CONSUMER_METRICS_PORT": str(free_port())},
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"error: port {port} on 127.0.0.1 ({'the API' if flag == '--api-port' else 'the broker'}'s) is in use: "
+        f"stop what listens there, or choose another with {named}"
+    ]
+    assert not data_dir.exists()
