@@ -37,7 +37,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from consumer.dead_letters import dlq_topic
-from consumer.topics import consumed_topics, service_topics
+from consumer.topics import consumed_topics, service_topics, work_topics
 from shared.kafka import admin_config
 from shared.settings import Settings
 
@@ -70,11 +70,13 @@ def bindings(settings: Settings, principals: Principals, *, create_topics: bool 
         _binding(api, write, topic, settings.request_topic),
         _binding(api, read, topic, settings.reply_topic),
         _binding(api, read, group, api_group_prefix(settings), ResourcePatternType.PREFIXED),
-        *(_binding(consumer, read, topic, name) for name in consumed_topics(settings)),
+        *(_binding(consumer, read, topic, name) for name in [*consumed_topics(settings), *work_topics(settings)]),
         _binding(consumer, read, group, settings.consumer_group),
+        _binding(consumer, read, group, settings.work_group),
+        # The work topic is the consumer's own: it writes the chunks it reads.
         *(_binding(consumer, write, topic, name)
-          for name in [settings.reply_topic, settings.refresh_events_topic,
-                       *map(dlq_topic, consumed_topics(settings))]),
+          for name in [settings.reply_topic, settings.refresh_events_topic, *work_topics(settings),
+                       *map(dlq_topic, [*consumed_topics(settings), *work_topics(settings)])]),
         _binding(bank, write, topic, settings.question_events_topic),
     ]
     if create_topics:

@@ -38,6 +38,18 @@ QUESTIONS_REPLACED = Counter("assessment_refresh_questions_replaced_total", "Del
 REPLACEMENT_FAILURES = Counter(
     "assessment_refresh_replacement_failures_total", "Deleted questions left in place: no valid alternative"
 )
+JOBS = Counter(
+    "assessment_refresh_jobs_total",
+    "Refresh jobs (refreshes split into chunks), by kind (request, question.deleted) and event "
+    "(started, completed): started minus completed is the jobs in progress",
+    ["kind", "event"],
+)
+CHUNKS = Counter(
+    "assessment_refresh_chunks_total",
+    "Chunks of refresh jobs, by kind and event (planned, done): planned minus done, summed over the "
+    "consumers, is the work still queued",
+    ["kind", "event"],
+)
 LAG = Gauge(
     "assessment_refresh_consumer_lag",
     "Records behind the end of each assigned partition, from librdkafka statistics. On the local Tansu "
@@ -48,11 +60,11 @@ LAG = Gauge(
 
 def count_refreshes(trigger: str, reports: Iterable[dict[str, Any]]) -> None:
     """Count committed refreshes from their report details (one per assessment)."""
-    for report in reports:
-        ASSESSMENTS_REFRESHED.labels(trigger).inc()
-        QUESTIONS_REFRESHED.inc(report["questions_refreshed"])
-        QUESTIONS_REPLACED.inc(report["deleted_questions_replaced"])
-        REPLACEMENT_FAILURES.inc(report["deleted_questions_not_replaced"])
+    reports = list(reports)
+    ASSESSMENTS_REFRESHED.labels(trigger).inc(len(reports))
+    QUESTIONS_REFRESHED.inc(sum(r["questions_refreshed"] for r in reports))
+    QUESTIONS_REPLACED.inc(sum(r["deleted_questions_replaced"] for r in reports))
+    REPLACEMENT_FAILURES.inc(sum(r["deleted_questions_not_replaced"] for r in reports))
 
 
 def record_statistics(stats_json: str) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from consumer.bus import Handler, Route
+from consumer.chunk_handler import refresh_chunk
+from consumer.local_work import handle_work_here
 from consumer.ports import Record
 from consumer.question_handlers import question_deleted, question_upserts
 from consumer.refresh_handler import answer_failed_request, refresh_requests
@@ -26,6 +28,7 @@ from shared.messages import (
     QuestionDeleted,
     QuestionEvent,
     QuestionUpserted,
+    RefreshChunk,
     RefreshRequested,
     decode_question_event,
 )
@@ -36,6 +39,7 @@ def routes(settings: Settings) -> dict[str, Route]:
     return {
         settings.request_topic: Route(_decode_request, undecodable=RefreshRequested),
         settings.question_events_topic: Route(_decode_question_event, event_ids=True),
+        settings.work_topic: Route(_decode_chunk),
     }
 
 
@@ -45,11 +49,16 @@ def handlers(settings: Settings) -> dict[type, Handler[Any]]:
                                   give_up=partial(answer_failed_request, settings)),
         QuestionDeleted: Handler(partial(question_deleted, settings)),
         QuestionUpserted: Handler(question_upserts, runs=True),
+        RefreshChunk: Handler(partial(refresh_chunk, settings)),
     }
 
 
 def _decode_request(record: Record) -> RefreshRequested:
     return RefreshRequested.from_record(record.value(), record.headers())
+
+
+def _decode_chunk(record: Record) -> RefreshChunk:
+    return RefreshChunk.from_json(record.value())
 
 
 def _decode_question_event(record: Record) -> QuestionDeleted | QuestionUpserted:
@@ -66,10 +75,25 @@ class Handlers:
         self._table: Mapping[type, Handler[Any]] = handlers(settings)
 
     def handle(self, messages: Sequence[object]) -> Outcome:
+        """One committed unit of work, and then the chunks of any job it
+        started, each in its own (their outgoing messages and published ids
+        are merged into the one outcome returned)."""
+        outcomes = handle_work_here(self.settings.work_topic, [self._commit(messages)], self._handle_records)
+        merged = Outcome()
+        for outcome in outcomes:
+            merged.outgoing += outcome.outgoing
+            merged.published_ids += outcome.published_ids
+        return merged
+
+    def _commit(self, messages: Sequence[object]) -> Outcome:
         with SqlUnitOfWork(self.engine, self.policy) as uow:
             self._table[type(messages[0])].handle(messages, uow)
             uow.commit()
         return uow.outcome
+
+    def _handle_records(self, records: Sequence[Record]) -> list[Outcome]:
+        decoders = routes(self.settings)
+        return [self._commit([decoders[str(record.topic())].decode(record)]) for record in records]
 
     def refresh_requested(self, request: RefreshRequested, reply_to: str | None = None) -> Outcome:
         return self.handle([replace(request, reply_to=reply_to)])

@@ -12,9 +12,10 @@ from types import FrameType
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from sqlalchemy import Engine
 
+from consumer import jobs
 from consumer.consumer_metrics import record_statistics
 from consumer.health_server import HealthServer
-from consumer.topics import consumed_topics, service_topics
+from consumer.topics import consumed_topics, service_topics, work_topics
 from consumer.unit_of_work import SqlUnitOfWork
 from consumer.worker import Worker
 from shared import inbox
@@ -28,31 +29,56 @@ log = logging.getLogger(__name__)
 
 
 def run_consumer(settings: Settings) -> None:
+    """Two lanes, each a poll loop on a thread of its own with its own group
+    membership: the main lane (requests, question events) and the work lane
+    (chunks of large refreshes). A request never queues behind a chunk: the
+    lanes share only the database, where a request waits at most for the
+    locks of the one chunk that holds its assessments."""
     log.info("configuration: %s", json.dumps(settings.public(), default=str))
     setup_tracing("assessment-refresh-consumer")  # OTEL_* variables; nothing without an exporter
     engine = make_engine(settings.database_url)
     ensure_topics(settings, service_topics(settings))
     worker = Worker(settings, partial(SqlUnitOfWork, engine))
+    work_worker = Worker(settings, partial(SqlUnitOfWork, engine))
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: finishing the current batch, then stopping", signum)
         worker.stopping.set()
+        work_worker.stopping.set()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    log.info("consumer group %s reading %s", settings.consumer_group, consumed_topics(settings))
-    joined = threading.Event()
-    health = _health_server(settings, engine, worker, joined)
+    log.info("consumer group %s reading %s; group %s reading %s", settings.consumer_group,
+             consumed_topics(settings), settings.work_group, work_topics(settings))
+    joined, work_joined = threading.Event(), threading.Event()
+    health = _health_server(settings, engine, [worker, work_worker], [joined, work_joined])
     pruner = _inbox_pruner(settings, engine)
+    work_lane = threading.Thread(
+        target=_run_lane, name="work-lane",
+        args=(work_worker, group_member(settings, settings.work_group, work_topics(settings), work_joined), worker),
+    )
+    work_lane.start()
     try:
-        worker.run(live_consumer(settings, joined))
+        _run_lane(worker, group_member(settings, settings.consumer_group, consumed_topics(settings), joined),
+                  work_worker)
     finally:
+        work_lane.join()
         if pruner is not None:
             pruner.stop()
         if health is not None:
             health.stop()
         engine.dispose()
-        log.info("consumer stopped after %d message(s)", worker.stats.processed)
+        log.info("consumer stopped after %d message(s) and %d chunk(s)", worker.stats.processed,
+                 work_worker.stats.processed)
+
+
+def _run_lane(worker: Worker, consumer: Consumer, other: Worker) -> None:
+    """One lane's poll loop; when it ends (stopped, or failed), the other lane
+    stops too, so that the process exits and its partitions move on."""
+    try:
+        worker.run(consumer)
+    finally:
+        other.stopping.set()
 
 
 def _inbox_pruner(settings: Settings, engine: Engine) -> Pruner | None:
@@ -61,41 +87,49 @@ def _inbox_pruner(settings: Settings, engine: Engine) -> Pruner | None:
         return None
 
     def prune_batch() -> int:
+        # Completed jobs go with the inbox rows of the same age: their chunks'
+        # inbox rows are what a redelivered chunk would need.
         with engine.begin() as conn:
-            return inbox.prune(conn, settings.retention_hours * 3600, settings.prune_batch_size)
+            retention = settings.retention_hours * 3600
+            return (inbox.prune(conn, retention, settings.prune_batch_size)
+                    + jobs.prune(conn, retention, settings.prune_batch_size))
 
     return Pruner("inbox", prune_batch, settings.prune_batch_size, settings.prune_interval_s).start()
 
 
-def _health_server(settings: Settings, engine: Engine, worker: Worker, joined: threading.Event) -> HealthServer | None:
+def _health_server(settings: Settings, engine: Engine, workers: list[Worker],
+                   joined: list[threading.Event]) -> HealthServer | None:
     """/metrics, /healthz and /readyz on CONSUMER_METRICS_PORT (0: none)."""
     if not settings.consumer_metrics_port:
         return None
 
     def broker() -> bool:
-        worker.producer.list_topics(timeout=2)
+        workers[0].producer.list_topics(timeout=2)
         return True
 
+    def missing_topics() -> set[str]:
+        return {topic for worker in workers for topic in worker.missing_topics}
+
     checks = {
-        "group_joined": joined.is_set,
+        "group_joined": lambda: all(event.is_set() for event in joined),
         "database": lambda: ping(engine),
         "broker": broker,
-        "topics": lambda: not worker.missing_topics,
+        "topics": lambda: not missing_topics(),
     }
 
     def details() -> dict[str, object]:
-        return {"missing_topics": sorted(worker.missing_topics)} if worker.missing_topics else {}
+        return {"missing_topics": sorted(missing_topics())} if missing_topics() else {}
 
     return HealthServer(settings.consumer_metrics_host, settings.consumer_metrics_port, checks, details).start()
 
 
-def live_consumer(settings: Settings, joined: threading.Event | None = None) -> Consumer:
-    """The group member that reads requests and question events; ``joined`` is
-    set once the group has given it an assignment (possibly empty)."""
+def group_member(settings: Settings, group: str, topics: list[str], joined: threading.Event | None = None) -> Consumer:
+    """A member of ``group`` reading ``topics``; ``joined`` is set once the
+    group has given it an assignment (possibly empty)."""
     consumer = Consumer(
         consumer_config(
             settings,
-            settings.consumer_group,
+            group,
             **{
                 "enable.auto.commit": True,
                 "auto.commit.interval.ms": 1000,
@@ -122,5 +156,5 @@ def live_consumer(settings: Settings, joined: threading.Event | None = None) -> 
         if joined is not None:
             joined.set()
 
-    consumer.subscribe(consumed_topics(settings), on_assign=on_assign, on_revoke=on_revoke)
+    consumer.subscribe(topics, on_assign=on_assign, on_revoke=on_revoke)
     return consumer

@@ -14,8 +14,10 @@ from shared.messages import (
     HEADER_CONTENT_TYPE,
     HEADER_CORRELATION_ID,
     Headers,
+    RefreshChunk,
     RefreshReply,
     encode,
+    status_location,
 )
 from shared.settings import Settings
 
@@ -43,20 +45,35 @@ def reply(settings: Settings, reply_to: str | None, correlation_id: str, status:
         # replicas drop ids they do not wait for) rather than never moving on.
         log.warning("request %s: reply_to is not a valid topic name, replying on %s", correlation_id, settings.reply_topic)
         reply_to = None
+    value = RefreshReply(correlation_id, status, body).to_json()
+    if len(value) > settings.reply_inline_max_bytes and status == 200:
+        # Too large for the reply topic (a big company's report): a claim
+        # check. The full body is in the inbox (every 200 is stored), where our
+        # API reads it and where the async result path serves it.
+        summary = {name: v for name, v in body.items() if name != "details"}
+        value = RefreshReply(correlation_id, status, summary, result_location=status_location(correlation_id)).to_json()
     return Outgoing(
         reply_to or settings.reply_topic,
         correlation_id.encode(),
-        RefreshReply(correlation_id, status, body).to_json(),
+        value,
         [(HEADER_CORRELATION_ID, correlation_id.encode()), (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())],
     )
 
 
+def work(settings: Settings, chunk: RefreshChunk) -> Outgoing:
+    """A chunk of a refresh job, for the work lanes."""
+    return Outgoing(settings.work_topic, chunk.key, chunk.to_json(),
+                    [(HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())])
+
+
 def refresh_events(settings: Settings, events: list[dict[str, Any]], correlation_id: str) -> list[Outgoing]:
-    """``assessment.refreshed`` events, keyed by oid, under the id of what caused them."""
+    """``assessment.refreshed`` events (keyed by oid) and ``refresh.completed``
+    summaries, under the id of what caused them."""
     return [
         Outgoing(
             settings.refresh_events_topic,
-            str(e["oid"]).encode(),
+            # An assessment's events by oid; a fan-out's summary by its question.
+            str(e["oid"] if "oid" in e else e["trigger"].get("qid", correlation_id)).encode(),
             encode(e),
             [(HEADER_CORRELATION_ID, correlation_id.encode()), (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())],
         )

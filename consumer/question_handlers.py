@@ -11,7 +11,9 @@ from functools import partial
 
 from sqlalchemy import text
 
+from consumer import jobs
 from consumer.bank import Deletion, mark_deleted, upsert_changed
+from consumer.chunk_handler import resend_chunks, start_job
 from consumer.consumer_metrics import count_refreshes
 from consumer.outgoing import refresh_events
 from consumer.refresh_store import lock_by_oids, refresh_locked
@@ -19,7 +21,14 @@ from consumer.unit_of_work import UnitOfWork
 from shared import inbox
 from shared.inbox import StoredResult
 from shared.log_setup import bind
-from shared.messages import QUESTION_DELETED, QUESTION_UPSERTED, QuestionDeleted, QuestionUpserted, refresh_event
+from shared.messages import (
+    QUESTION_DELETED,
+    QUESTION_UPSERTED,
+    QuestionDeleted,
+    QuestionUpserted,
+    refresh_completed_event,
+    refresh_event,
+)
 from shared.questions import QuestionData
 from shared.settings import Settings
 
@@ -28,19 +37,24 @@ log = logging.getLogger(__name__)
 
 def question_deleted(settings: Settings, events: Sequence[QuestionDeleted], uow: UnitOfWork) -> None:
     """Mark the question deleted and refresh, in every company, each assessment
-    that uses it; one result event per changed assessment."""
+    that uses it; one result event per changed assessment, then one
+    ``refresh.completed`` summary. More than REFRESH_CHUNK_SIZE assessments
+    are refreshed as a job of chunks (consumer/chunk_handler.py), whose last
+    chunk publishes the summary."""
     for event in events:
         stored = uow.stored([event.event_id]).get(event.event_id)
         if stored is None:
-            stored = _delete_and_refresh(uow, event)
+            stored = _delete_and_refresh(settings, uow, event)
             uow.record(inbox.QUESTION_DELETED, {event.event_id: stored})
+        elif stored.status == inbox.IN_PROGRESS and not stored.published:
+            resend_chunks(settings, uow, event.event_id)  # a redelivery: its chunks may never have gone out
         uow.after_commit(partial(_log_deleted, event, stored))
         if stored.events and not stored.published:
             uow.publish(*refresh_events(settings, stored.events, event.event_id))
             uow.mark_published_after_delivery(event.event_id)
 
 
-def _delete_and_refresh(uow: UnitOfWork, event: QuestionDeleted) -> StoredResult:
+def _delete_and_refresh(settings: Settings, uow: UnitOfWork, event: QuestionDeleted) -> StoredResult:
     outcome = mark_deleted(uow.conn, event.qid, event.occurred_at)
     if outcome is Deletion.UNKNOWN:
         log.warning("question.deleted %s names unknown question %d: nothing to do", event.event_id, event.qid)
@@ -50,15 +64,25 @@ def _delete_and_refresh(uow: UnitOfWork, event: QuestionDeleted) -> StoredResult
     oids = list(uow.conn.execute(
         text("SELECT DISTINCT oid FROM assessment_slots WHERE qid = :qid ORDER BY oid"), {"qid": event.qid}
     ).scalars())
+    trigger = {"type": QUESTION_DELETED, "event_id": event.event_id, "qid": event.qid}
+    if len(oids) > settings.refresh_chunk_size:
+        return start_job(settings, uow, jobs.Job(event.event_id, jobs.DELETION, None, None, trigger, 0), oids)
     locked = lock_by_oids(uow.conn, oids)
     plans = refresh_locked(uow.conn, locked)
     reports = [plan.report() for plan in plans]
     uow.after_commit(lambda: count_refreshes(QUESTION_DELETED, reports))
-    trigger = {"type": QUESTION_DELETED, "event_id": event.event_id, "qid": event.qid}
     company_of = {oid: company for oid, company, _ in locked}
     events = [refresh_event(oid=p.oid, company_id=company_of[p.oid], trigger=trigger, detail=p.report())
               for p in plans if p.changed]
-    return StoredResult(200, {"assessments_refreshed": len(plans), "changed": len(events)}, events)
+    totals = {
+        "assessments": len(plans),
+        "changed": len(events),
+        "questions_refreshed": sum(len(p.refreshed_qids) for p in plans),
+        "deleted_questions_replaced": sum(len(p.replacements) for p in plans),
+        "deleted_questions_not_replaced": sum(len(p.failures) for p in plans),
+        "chunks": 0,
+    }
+    return StoredResult(200, totals, [*events, refresh_completed_event(trigger=trigger, totals=totals)])
 
 
 def _log_deleted(event: QuestionDeleted, stored: StoredResult) -> None:

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
+from consumer import jobs
 from consumer.bus import Failed
+from consumer.chunk_handler import resend_chunks, start_job
 from consumer.consumer_metrics import count_refreshes
 from consumer.outgoing import refresh_events, reply
-from consumer.refresh_rules import RefreshPlan
-from consumer.refresh_store import AssessmentsNotOwned, lock_assessments, lock_for_run, refresh_locked
+from consumer.refresh_rules import success_body
+from consumer.refresh_store import (
+    AssessmentsNotOwned,
+    company_sizes,
+    lock_assessments,
+    lock_for_run,
+    owned_oids,
+    refresh_locked,
+)
 from consumer.unit_of_work import UnitOfWork
 from shared import inbox
 from shared.inbox import StoredResult
@@ -29,29 +37,62 @@ def refresh_requests(settings: Settings, requests: Sequence[RefreshRequested], u
     the inbox lookup, the inbox insert and the commit are shared by the run,
     which is what bounds a busy consumer's throughput (requests queued for one
     company are served one after another). A request seen before gets its
-    stored reply again and refreshes nothing."""
+    stored reply again and refreshes nothing.
+
+    A request for more than REFRESH_CHUNK_SIZE assessments is not refreshed
+    here: it becomes a job of chunks on the work topic (consumer/chunk_handler),
+    whose last chunk answers the caller, so the run moves on at once."""
     stored = uow.stored([r.request_id for r in requests])
     todo: dict[str, RefreshRequested] = {}
     for r in requests:
         if r.request_id not in stored:
             todo.setdefault(r.request_id, r)
-    if len(todo) > 1:
+    fresh = _start_jobs(settings, uow, list(todo.values()))
+    inline = {request_id: r for request_id, r in todo.items() if request_id not in fresh}
+    if len(inline) > 1:
         # A run locks all it may touch first, in oid order: no deadlocks between runs.
-        lock_for_run(uow.conn, [r.company_id for r in todo.values() if not r.assessment_ids],
-                     [oid for r in todo.values() for oid in r.assessment_ids or ()])
-    fresh = {request_id: _refresh(uow, r) for request_id, r in todo.items()}
+        lock_for_run(uow.conn, [r.company_id for r in inline.values() if not r.assessment_ids],
+                     [oid for r in inline.values() for oid in r.assessment_ids or ()])
+    fresh.update({request_id: _refresh(uow, r) for request_id, r in inline.items()})
     uow.record(inbox.REFRESH_REQUEST, fresh, {request_id: r.company_id for request_id, r in todo.items()})
     uow.after_commit(lambda: _log_handled(requests, fresh))
-    results, events_sent = {**stored, **fresh}, set()
+    results, handled = {**stored, **fresh}, set()
     for request in requests:
         result = results[request.request_id]
+        first = request.request_id not in handled
+        handled.add(request.request_id)
+        if result.status == inbox.IN_PROGRESS:
+            # A job's last chunk answers; a redelivery re-sends chunks that may not have gone out.
+            if first and request.request_id in stored and not result.published:
+                resend_chunks(settings, uow, request.request_id)
+            continue
         # Events only until they are known to be delivered, so downstream sees
         # each once; the reply always, as a caller may still be waiting for it.
-        if result.events and not result.published and request.request_id not in events_sent:
+        if first and result.events and not result.published:
             uow.publish(*refresh_events(settings, result.events, request.request_id))
             uow.mark_published_after_delivery(request.request_id)
-        events_sent.add(request.request_id)
         uow.reply(reply(settings, request.reply_to, request.request_id, result.status, result.reply))
+
+
+def _start_jobs(settings: Settings, uow: UnitOfWork, requests: Sequence[RefreshRequested]) -> dict[str, StoredResult]:
+    """The requests too large for one transaction, planned as jobs (or
+    answered 403 when they name assessments that are not the company's)."""
+    limit = settings.refresh_chunk_size
+    sizes = company_sizes(uow.conn, [r.company_id for r in requests if not r.assessment_ids])
+    started: dict[str, StoredResult] = {}
+    for r in requests:
+        size = len(set(r.assessment_ids)) if r.assessment_ids else sizes.get(r.company_id, 0)
+        if size <= limit:
+            continue
+        try:
+            oids = owned_oids(uow.conn, r.company_id, r.assessment_ids)
+        except AssessmentsNotOwned as exc:
+            started[r.request_id] = StoredResult(403, {"error": str(exc)}, [])
+            continue
+        trigger = {"type": "request", "request_id": r.request_id}
+        job = jobs.Job(r.request_id, jobs.REQUEST, r.company_id, r.reply_to, trigger, 0)
+        started[r.request_id] = start_job(settings, uow, job, oids)
+    return started
 
 
 def answer_failed_request(settings: Settings, failed: Failed, uow: UnitOfWork) -> None:
@@ -78,17 +119,8 @@ def _refresh(uow: UnitOfWork, request: RefreshRequested) -> StoredResult:
     company_of = {oid: company for oid, company, _ in locked}
     events = [refresh_event(oid=p.oid, company_id=company_of[p.oid], trigger=trigger, detail=p.report())
               for p in plans if p.changed]
-    return StoredResult(200, success_body(request.company_id, plans), events)
-
-
-def success_body(company_id: int, plans: Sequence[RefreshPlan]) -> dict[str, Any]:
-    details = [plan.report() for plan in sorted(plans, key=lambda p: p.oid)]
-    return {
-        "message": f"Successfully refreshed {len(details)} assessment{'' if len(details) == 1 else 's'}",
-        "company_id": company_id,
-        "assessments_updated": len(details),
-        "details": details,
-    }
+    return StoredResult(200, success_body(request.company_id, [p.report() for p in sorted(plans, key=lambda p: p.oid)]),
+                        events)
 
 
 def _log_handled(requests: Sequence[RefreshRequested], fresh: dict[str, StoredResult]) -> None:
@@ -98,4 +130,5 @@ def _log_handled(requests: Sequence[RefreshRequested], fresh: dict[str, StoredRe
             if result is None:
                 log.info("refresh request seen before: re-sending its stored reply")
             else:
-                log.info("refresh request handled: %d, %d assessment(s)", result.status, len(result.reply.get("details", [])))
+                size = result.reply.get("assessments", len(result.reply.get("details", [])))
+                log.info("refresh request handled: %d, %d assessment(s)", result.status, size)

@@ -7,7 +7,7 @@ module decides which slots change and how, and the store applies that plan.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +88,16 @@ class RefreshPlan:
             "replacement_failures": self.failures,
             "status": "updated" if self.changed else "unchanged",
         }
+
+
+def success_body(company_id: int, details: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The REST answer of a refresh (DESIGN.md section 2), from its report entries in oid order."""
+    return {
+        "message": f"Successfully refreshed {len(details)} assessment{'' if len(details) == 1 else 's'}",
+        "company_id": company_id,
+        "assessments_updated": len(details),
+        "details": list(details),
+    }
 
 
 def candidate_rank(oid: int, old_qid: int, qid: int) -> bytes:

@@ -118,6 +118,35 @@ def lock_assessments(
     return locked
 
 
+def company_sizes(conn: Connection, company_ids: Sequence[int]) -> dict[int, int]:
+    """How many assessments each company has (no locks): which refreshes are jobs."""
+    if not company_ids:
+        return {}
+    rows = conn.execute(
+        text("SELECT company_id, count(*) AS n FROM assessments WHERE company_id = ANY(:ids) GROUP BY company_id"),
+        {"ids": sorted(set(company_ids))},
+    )
+    return {row.company_id: row.n for row in rows}
+
+
+def owned_oids(conn: Connection, company_id: int, assessment_ids: Sequence[int] | None) -> list[int]:
+    """The company's assessments among ``assessment_ids`` (all of them when
+    None or empty), in oid order, without locking: a job's scope. Raises
+    AssessmentsNotOwned as lock_assessments does."""
+    if not assessment_ids:
+        return list(conn.execute(
+            text("SELECT oid FROM assessments WHERE company_id = :c ORDER BY oid"), {"c": company_id}
+        ).scalars())
+    wanted = sorted(set(assessment_ids))
+    owned = set(conn.execute(
+        text("SELECT oid FROM assessments WHERE oid = ANY(:oids) AND company_id = :c"),
+        {"oids": [oid for oid in wanted if BIGINT_MIN <= oid <= BIGINT_MAX], "c": company_id},
+    ).scalars())
+    if len(owned) != len(wanted):
+        raise AssessmentsNotOwned([oid for oid in wanted if oid not in owned])
+    return wanted
+
+
 def lock_for_run(conn: Connection, whole_companies: Sequence[int], oids: Sequence[int]) -> None:
     """Lock, in oid order, every assessment of ``whole_companies`` and every one
     of ``oids`` (whoever owns it): what a run of requests may refresh. Each

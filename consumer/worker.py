@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, Producer
 from consumer.bus import Handler, MessageBus
 from consumer.delivery import Delivery
 from consumer.handlers import handlers, routes
+from consumer.local_work import handle_work_here
 from consumer.ports import Record, RecordSink, RecordSource
 from consumer.retry import POLICY, GaveUp, Stopping, retry
 from consumer.unit_of_work import LIVE, REPLAY, InboxPolicy, UnitOfWork
@@ -49,6 +50,7 @@ class Worker:
                  handler_table: Mapping[type, Handler[Any]] | None = None,
                  sleep: Callable[[float], None] | None = None) -> None:
         self.stats = Stats()
+        self.settings, self.policy = settings, policy
         self.stopping = threading.Event()
         self.start_uow = partial(new_uow, policy)
         self.sleep = sleep or self._wait
@@ -86,6 +88,9 @@ class Worker:
     def handle_batch(self, records: Sequence[Record]) -> None:
         """Handle, publish, then mark published; the caller stores the offsets after."""
         outcomes = self.bus.handle(records)
+        if self.policy is REPLAY:
+            # A replay finishes the jobs it starts: their chunks are handled here, not by the work lanes.
+            outcomes = handle_work_here(self.settings.work_topic, outcomes, self.bus.handle)
         self.delivery.publish([message for outcome in outcomes for message in outcome.outgoing])
         self._mark_published([message_id for outcome in outcomes for message_id in outcome.published_ids])
         self.stats.dead_lettered += sum(outcome.dead_lettered for outcome in outcomes)

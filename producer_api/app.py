@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from producer_api import async_requests
+from producer_api import async_requests, async_results
 from producer_api.access_log import AccessLogIds
 from producer_api.api_metrics import (
     BROKER_UNAVAILABLE,
@@ -32,7 +32,7 @@ from producer_api.services import Services, lifespan
 from producer_api.validation import BadRequest, parse_assessment_ids
 from shared.db import ping
 from shared.log_setup import bind
-from shared.messages import MessageError, RefreshReply, RefreshRequested, new_id
+from shared.messages import STATUS_PATH, MessageError, RefreshReply, RefreshRequested, new_id, status_location
 from shared.settings import Settings
 from shared.tracing import setup_tracing
 
@@ -153,14 +153,35 @@ async def call_consumer(services: Services, command: RefreshRequested) -> JSONRe
     except TimeoutError:
         REPLY_TIMEOUTS.inc()
         log.warning("request %s: no reply within %.0f s", request_id, settings.reply_timeout_s)
-        return error(504, "Timed out waiting for the refresh result", request_id=request_id)
+        return await timed_out(services, command)
     finally:
         waiter.forget(request_id)
     try:
         reply = RefreshReply.from_json(received.value)
     except MessageError as exc:
         return error(502, f"Malformed reply from the consumer: {exc}", request_id=request_id)
-    return JSONResponse(reply.body, status_code=reply.status, headers={"X-Request-Id": request_id})
+    body = reply.body
+    if reply.result_location is not None:
+        # A report too large for the reply topic: the consumer stored it, and said so.
+        stored = await run_in_threadpool(async_results.stored_result, services.engine, request_id, command.company_id)
+        if stored is None or stored.body is None:
+            return error(502, "The consumer's stored result could not be read", request_id=request_id)
+        body = stored.body
+    return JSONResponse(body, status_code=reply.status, headers={"X-Request-Id": request_id})
+
+
+async def timed_out(services: Services, command: RefreshRequested) -> JSONResponse:
+    """504, with where the result will be: the request is recorded as the
+    async mode records its requests, so that polling the Location answers 202
+    while it runs and the full report when it is done."""
+    request_id = command.request_id
+    location = status_location(request_id)
+    try:
+        await run_in_threadpool(async_results.record_accepted, services.engine, request_id, command.company_id)
+    except SQLAlchemyError:
+        log.exception("cannot record timed-out request %s for polling", request_id)
+    return error(504, "Timed out waiting for the refresh result", headers={"Location": location},
+                 request_id=request_id, location=location)
 
 
 async def healthz(_request: Request) -> JSONResponse:
@@ -189,7 +210,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=[
             Route("/assessments/refresh-assessments", refresh_assessments, methods=["POST"]),
-            Route(async_requests.STATUS_PATH, async_requests.refresh_request_status, methods=["GET"]),
+            Route(STATUS_PATH, async_requests.refresh_request_status, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             # With API_METRICS_PORT the lifespan serves /metrics there instead.

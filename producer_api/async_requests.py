@@ -31,12 +31,11 @@ from producer_api.errors import error
 from producer_api.publisher import BrokerUnavailable
 from producer_api.replies import Reply
 from producer_api.services import Services
-from shared.messages import MessageError, RefreshReply, RefreshRequested
+from shared.messages import MessageError, RefreshReply, RefreshRequested, status_location
 
 log = logging.getLogger(__name__)
 
 RESPOND_ASYNC = "respond-async"
-STATUS_PATH = "/assessments/refresh-requests/{request_id}"
 # How long the accepting API listens for a reply to keep (see the module doc).
 # Bounded so that requests no consumer ever answers do not pile up in memory.
 REPLY_WATCH_S = 3600.0
@@ -58,10 +57,6 @@ def wants_async(request: Request) -> bool:
             if token == RESPOND_ASYNC:
                 return True
     return False
-
-
-def status_location(request_id: str) -> str:
-    return STATUS_PATH.format(request_id=request_id)
 
 
 def pending(request_id: str) -> JSONResponse:

@@ -34,9 +34,17 @@ class StoredOutcome:
 def record_accepted(engine: Engine, request_id: str, company_id: int) -> None:
     with engine.begin() as conn:
         conn.execute(
-            text("INSERT INTO refresh_requests (request_id, company_id) VALUES (:id, :company)"),
+            text("INSERT INTO refresh_requests (request_id, company_id) VALUES (:id, :company) "
+                 "ON CONFLICT (request_id) DO NOTHING"),
             {"id": request_id, "company": company_id},
         )
+
+
+def stored_result(engine: Engine, request_id: str, company_id: int) -> StoredOutcome | None:
+    """The consumer's stored result of a request, whether or not it was accepted in async mode."""
+    with engine.connect() as conn:
+        result = inbox.refresh_result(conn, request_id, company_id)
+    return None if result is None else StoredOutcome(result.status, result.reply)
 
 
 def forget_accepted(engine: Engine, request_id: str) -> None:
@@ -56,17 +64,21 @@ def keep_reply(engine: Engine, request_id: str, reply: RefreshReply) -> None:
 
 
 def find(engine: Engine, request_id: str, company_id: int) -> StoredOutcome | None:
-    """None if the company accepted no such request."""
+    """None if the company has no such request: neither accepted here (async
+    mode, a timed-out wait) nor answered by the consumer (whatever client sent
+    it: a reply too large for the reply topic points here)."""
     with engine.connect() as conn:
+        result = inbox.refresh_result(conn, request_id, company_id)
         accepted = conn.execute(
             text("SELECT reply_status, reply FROM refresh_requests WHERE request_id = :id AND company_id = :company"),
             {"id": request_id, "company": company_id},
         ).first()
-        if accepted is None:
-            return None
-        result = inbox.refresh_result(conn, request_id, company_id)
-    if result is not None:
+    if result is not None and result.status != inbox.IN_PROGRESS:
         return StoredOutcome(result.status, result.reply)
+    if result is not None:
+        return StoredOutcome(None, None)  # a job whose last chunk has not committed yet
+    if accepted is None:
+        return None
     return StoredOutcome(accepted.reply_status, accepted.reply)
 
 

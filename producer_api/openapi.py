@@ -120,6 +120,11 @@ SCHEMAS: dict[str, Any] = {
         description="`request_id` is present when the request got an id before failing.",
     ),
     "ErrorWithRequestId": _object(["error", "request_id"], {"error": {"type": "string"}, "request_id": REQUEST_ID}),
+    "TimedOut": _object(
+        ["error", "request_id", "location"],
+        {"error": {"type": "string"}, "request_id": REQUEST_ID,
+         "location": {"type": "string", "description": "Where to poll for the result (as the `Location` header)."}},
+    ),
 }
 
 RESPONSES: dict[str, Any] = {
@@ -168,8 +173,17 @@ RESPONSES: dict[str, Any] = {
         "The message broker or the database is unreachable; answered within seconds.", "ErrorMaybeWithRequestId"
     ),
     "Timeout": _error_response(
-        "No reply within REPLY_TIMEOUT_S. The refresh may still complete: the request id tells which.",
-        "ErrorWithRequestId",
+        "No reply within REPLY_TIMEOUT_S. The refresh goes on (a large one is refreshed in chunks): poll "
+        "`Location` (`GET /assessments/refresh-requests/{request_id}`), where the full report appears "
+        "when its last chunk commits.",
+        "TimedOut",
+        headers={
+            "Location": {
+                "description": "`/assessments/refresh-requests/{request_id}`",
+                "required": True,
+                "schema": {"type": "string"},
+            },
+        },
     ),
     "UnknownRequest": _error_response("No refresh request with this id for this API key's company."),
 }

@@ -19,6 +19,10 @@ from sqlalchemy import Connection, text
 REFRESH_REQUEST = "refresh.request"
 QUESTION_DELETED = "question.deleted"
 QUESTION_UPSERTED = "question.upserted"
+REFRESH_CHUNK = "refresh.chunk"  # one chunk of a refresh job (consumer/jobs.py)
+# The status of a request or deletion whose refresh is a job still running:
+# its row is updated with the final result when the last chunk commits.
+IN_PROGRESS = 202
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,15 @@ def record_many(
         },
     ).all()
     return len(inserted) == len(ids)
+
+
+def complete(conn: Connection, message_id: str, status: int, reply: dict[str, Any]) -> None:
+    """A job's final result, on the row of the message that started it (the
+    row a redelivery of that message, or an async poll, reads)."""
+    conn.execute(
+        text("UPDATE processed_messages SET status = :status, reply = CAST(:reply AS jsonb) WHERE message_id = :id"),
+        {"id": message_id, "status": status, "reply": json.dumps(reply)},
+    )
 
 
 def mark_published(conn: Connection, message_ids: list[str]) -> None:

@@ -31,6 +31,15 @@ CONTENT_TYPE_JSON = "application/json"
 HEADER_TRACEPARENT = "traceparent"
 HEADER_TRACESTATE = "tracestate"
 
+# Where the API serves a refresh request's stored result (async mode, a 504's
+# Location, and a reply too large for the reply topic).
+STATUS_PATH = "/assessments/refresh-requests/{request_id}"
+
+
+def status_location(request_id: str) -> str:
+    return STATUS_PATH.format(request_id=request_id)
+
+
 # Headers as confluent-kafka takes them (we always send bytes values).
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -205,9 +214,16 @@ class RefreshReply:
     request_id: str
     status: int
     body: dict[str, Any]
+    # Set when the body was too large for the reply topic: ``body`` is then its
+    # summary (no ``details``), and the full result is stored where this says
+    # (the async result path of the API; our API reads it from the database).
+    result_location: str | None = None
 
     def to_json(self) -> bytes:
-        return encode({"schema_version": SCHEMA_VERSION, **asdict(self)})
+        payload = {"schema_version": SCHEMA_VERSION, **asdict(self)}
+        if self.result_location is None:
+            del payload["result_location"]
+        return encode(payload)
 
     @classmethod
     def from_json(cls, value: bytes | None) -> RefreshReply:
@@ -216,6 +232,8 @@ class RefreshReply:
             request_id=_require(payload, "request_id", lambda v: isinstance(v, str), "a string"),
             status=_require(payload, "status", _is_int, "an integer"),
             body=_require(payload, "body", lambda v: isinstance(v, dict), "an object"),
+            result_location=_require(payload, "result_location", lambda v: v is None or isinstance(v, str),
+                                     "a string"),
         )
 
 
@@ -318,4 +336,57 @@ def refresh_event(
         "trigger": trigger,
         "occurred_at": utc_now_iso(),
         "detail": detail,
+    }
+
+
+REFRESH_CHUNK = "refresh.chunk"
+
+
+@dataclass(frozen=True)
+class RefreshChunk:
+    """Command (internal, on the work topic): refresh chunk ``idx`` of job
+    ``job_id``. The chunk's assessments are in the database (refresh_job_chunks),
+    so the record stays small and a re-sent chunk names the same work."""
+
+    job_id: str
+    idx: int
+
+    @property
+    def message_id(self) -> str:
+        """The chunk's idempotency key: derived from the message that started the job."""
+        return f"{self.job_id}/chunk/{self.idx}"
+
+    @property
+    def key(self) -> bytes:
+        # Keyed by chunk, not by job: the chunks of one job hash to every
+        # partition, so every member of the work group shares the job.
+        return self.message_id.encode()
+
+    def to_json(self) -> bytes:
+        return encode({"schema_version": SCHEMA_VERSION, "type": REFRESH_CHUNK, "job_id": self.job_id, "chunk": self.idx})
+
+    @classmethod
+    def from_json(cls, value: bytes | None) -> RefreshChunk:
+        payload = decode_object(value)
+        if payload.get("type") != REFRESH_CHUNK:
+            raise MessageError(f"unknown work type {payload.get('type')!r}")
+        return cls(
+            job_id=_require(payload, "job_id", lambda v: isinstance(v, str) and v, "a string"),
+            idx=_require(payload, "chunk", lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+        )
+
+
+REFRESH_COMPLETED = "refresh.completed"
+
+
+def refresh_completed_event(*, trigger: dict[str, Any], totals: dict[str, int]) -> dict[str, Any]:
+    """An ``assessment.refresh.events`` payload: a deletion's whole fan-out is
+    done (published once, after the last chunk's ``assessment.refreshed`` events)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": new_id(),
+        "type": REFRESH_COMPLETED,
+        "trigger": trigger,
+        "occurred_at": utc_now_iso(),
+        **totals,
     }

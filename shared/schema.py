@@ -19,7 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
@@ -138,3 +138,35 @@ refresh_requests = Table(
     Column("replied_at", DateTime(timezone=True)),
 )
 Index("refresh_requests_accepted_at", refresh_requests.c.accepted_at)
+
+# A large refresh split into chunks (migration 0006; consumer/jobs.py): the job
+# and its progress, and per chunk its assessments and, once done, its report.
+refresh_jobs = Table(
+    "refresh_jobs",
+    metadata,
+    Column("job_id", Text, primary_key=True),  # the id of the message that started it
+    Column("kind", Text, nullable=False),
+    Column("company_id", BigInteger),
+    Column("reply_to", Text),
+    Column("trigger", JSONB, nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("chunks_done", Integer, nullable=False, server_default="0"),
+    Column("assessments", Integer, nullable=False),
+    Column("refreshed", Integer, nullable=False, server_default="0"),
+    Column("changed", Integer, nullable=False, server_default="0"),
+    Column("replaced", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("completed_at", DateTime(timezone=True)),
+)
+Index("refresh_jobs_completed_at", refresh_jobs.c.completed_at, postgresql_where=refresh_jobs.c.completed_at.isnot(None))
+
+refresh_job_chunks = Table(
+    "refresh_job_chunks",
+    metadata,
+    Column("job_id", Text, ForeignKey("refresh_jobs.job_id", ondelete="CASCADE"), primary_key=True),
+    Column("idx", Integer, primary_key=True),
+    Column("oids", ARRAY(BigInteger), nullable=False),
+    Column("details", JSONB),  # the chunk's report entries in oid order; NULL until done
+    Column("done_at", DateTime(timezone=True)),
+)

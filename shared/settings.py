@@ -21,6 +21,9 @@ class Settings:
     reply_topic: str = "assessment.refresh.replies"
     question_events_topic: str = "question.events"
     refresh_events_topic: str = "assessment.refresh.events"
+    # Internal: the chunks of large refreshes, read by each consumer's work
+    # lane (group "<CONSUMER_GROUP>.work"), so they never queue ahead of requests.
+    work_topic: str = "assessment.refresh.work"
     consumer_group: str = "assessment-refresh"
     topic_partitions: int = 6
     # How long the API waits for a reply before answering 504.
@@ -29,6 +32,14 @@ class Settings:
     broker_timeout_s: float = 2.5
     max_body_bytes: int = 64 * 1024
     max_assessment_ids: int = 1000
+    # No transaction refreshes more assessments than this: larger refreshes
+    # (a deletion's fan-out, a whole company) are split into chunks of this
+    # size on the work topic (chosen by measurement, see README "Scaling").
+    refresh_chunk_size: int = 500
+    # A reply body larger than this (bytes of JSON) is not put on the reply
+    # topic (Kafka's default message limit is 1 MB): the reply says where the
+    # stored result is, and the API reads it from the database.
+    reply_inline_max_bytes: int = 512 * 1024
     # Per API key and API process; 0 turns rate limiting off.
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 40
@@ -98,6 +109,11 @@ class Settings:
 
         profile = profile_named(str(values.get("broker_profile", cls.broker_profile)))
         return cls(**{**profile.setting_defaults, **values})
+
+    @property
+    def work_group(self) -> str:
+        """The consumer group of the work lanes (one member per consumer process)."""
+        return f"{self.consumer_group}.work"
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` give these settings (for child processes)."""

@@ -40,7 +40,7 @@ def two_company_world() -> dict[str, Any]:
 
 def events_for(settings: Settings, trigger_key: str, trigger_id: str, at_least: int) -> list[dict[str, Any]]:
     values = json_values(read_topic(settings.kafka_bootstrap_servers, settings.refresh_events_topic, at_least=at_least))
-    return [v for v in values if v["trigger"].get(trigger_key) == trigger_id]
+    return [v for v in values if v["trigger"].get(trigger_key) == trigger_id and v["type"] == "assessment.refreshed"]
 
 
 def processed(engine: Engine, message_id: str) -> bool:

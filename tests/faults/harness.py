@@ -303,7 +303,12 @@ def stored_results(engine: Engine, kind: str | None = None) -> dict[str, Stored]
     sql = "SELECT message_id, kind, status, reply, events FROM processed_messages"
     with engine.connect() as conn:
         rows = conn.execute(text(sql + (" WHERE kind = :kind" if kind else "")), {"kind": kind}).all()
-    return {r.message_id: Stored(r.message_id, r.kind, r.status, r.reply, r.events) for r in rows}
+    # Each deletion's refresh.completed summary aside: the checks below are per assessment.
+    return {r.message_id: Stored(r.message_id, r.kind, r.status, r.reply, assessment_events(r.events)) for r in rows}
+
+
+def assessment_events(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == "assessment.refreshed"]
 
 
 def stored_count(engine: Engine, kind: str) -> int:
@@ -359,8 +364,8 @@ def trigger_id(event: dict[str, Any]) -> str:
 
 
 def published_refresh_events(settings: Settings, at_least: int, timeout: float = 45.0) -> list[dict[str, Any]]:
-    return json_values(read_topic(settings.kafka_bootstrap_servers, settings.refresh_events_topic,
-                                  at_least=at_least, timeout=timeout, idle=1.5))
+    return assessment_events(json_values(read_topic(settings.kafka_bootstrap_servers, settings.refresh_events_topic,
+                                                    at_least=at_least, timeout=timeout, idle=1.5)))
 
 
 def check_refresh_events(events: list[dict[str, Any]], results: dict[str, Stored]) -> tuple[int, list[str]]:
