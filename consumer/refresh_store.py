@@ -1,20 +1,22 @@
 """Loads what a refresh needs and applies its plan, in a bounded number of queries.
 
-A whole refresh (one assessment or every assessment of a company) costs at most
-five statements, whatever the number of assessments and questions:
-lock the assessments, read their slots with the bank facts, read replacement
-candidates (only when a question is deleted), update the changed slots, stamp
-the changed assessments. The caller owns the transaction.
+A whole refresh (one assessment or a chunk of them) costs at most five
+statements, whatever the number of assessments and questions: lock the
+assessments, read the slots that change, rank the replacement candidates
+(only when a question is deleted), update the changed slots, stamp the
+changed assessments. The set-work is PostgreSQL's; Python sees one row per
+assessment and one per changed slot. The caller owns the transaction.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, text
 
-from consumer.refresh_rules import Assessment, BankQuestion, Kind, RefreshPlan, Slot, plan_refresh
+from consumer.refresh_rules import RANK_MODULUS, ChangedSlot, RefreshPlan, plan_changes
 
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
@@ -54,23 +56,58 @@ _LOCK_FOR_RUN = text(
     WHERE oid = ANY(:oids) OR company_id = ANY(:company_ids) ORDER BY oid FOR UPDATE
     """
 )
-_SLOTS_WITH_BANK = text(
+# One row per assessment: its number of slots, and only the slots that
+# change (deleted or stale question), as arrays in slot order. PostgreSQL
+# reads every slot; Python sees only what changes.
+_CHANGED_SLOTS = text(
     """
-    SELECT s.oid, s.section_idx, s.question_idx, s.qid, s.snapshot_version,
-           q.company_id, q.type, q.skill, q.difficulty, q.version, q.deleted
+    SELECT s.oid, count(*) AS total,
+           array_agg(s.section_idx ORDER BY s.section_idx, s.question_idx) FILTER (WHERE c.changes) AS sections,
+           array_agg(s.question_idx ORDER BY s.section_idx, s.question_idx) FILTER (WHERE c.changes) AS positions,
+           array_agg(s.qid ORDER BY s.section_idx, s.question_idx) FILTER (WHERE c.changes) AS qids,
+           array_agg(q.deleted ORDER BY s.section_idx, s.question_idx) FILTER (WHERE c.changes) AS deleted,
+           array_agg(q.type ORDER BY s.section_idx, s.question_idx) FILTER (WHERE q.deleted) AS types,
+           array_agg(q.skill ORDER BY s.section_idx, s.question_idx) FILTER (WHERE q.deleted) AS skills,
+           array_agg(q.difficulty ORDER BY s.section_idx, s.question_idx) FILTER (WHERE q.deleted) AS difficulties
     FROM assessment_slots s JOIN questions q ON q.qid = s.qid
+    CROSS JOIN LATERAL (SELECT q.deleted OR q.version <> s.snapshot_version AS changes) c
     WHERE s.oid = ANY(:oids)
-    ORDER BY s.oid, s.section_idx, s.question_idx
+    GROUP BY s.oid
     """
 )
-_CANDIDATES = text(
-    """
-    SELECT q.qid, q.company_id, q.type, q.skill, q.difficulty, q.version, q.deleted
-    FROM questions q
-    JOIN unnest(CAST(:types AS text[]), CAST(:skills AS text[]), CAST(:difficulties AS text[]))
-         AS k(type, skill, difficulty)
-      ON q.type = k.type AND q.skill = k.skill AND q.difficulty = k.difficulty
-    WHERE NOT q.deleted AND (q.company_id IS NULL OR q.company_id = ANY(:company_ids))
+# consumer.refresh_rules.candidate_rank in SQL: the same numbers, step by step
+# (every product under 2**63). Inputs are taken modulo P as Python does
+# (PostgreSQL's % keeps the sign of a negative id).
+_P = RANK_MODULUS
+_X2 = (f"(((((d.oid % {_P}) + {_P}) % {_P}) * 48271 + ((d.old_qid % {_P}) + {_P}) % {_P}) % {_P} * 69621"
+       f" + ((q.qid % {_P}) + {_P}) % {_P}) % {_P}")
+_RANK = f"""(SELECT (x4 * x4) % {_P} FROM
+    (SELECT ((x3 # (x3 >> 13)) * 16807) % {_P} AS x4 FROM
+      (SELECT (x2 * x2) % {_P} AS x3 FROM (SELECT {_X2} AS x2) r2) r3) r4)"""
+# For each deleted slot, its ``need`` best-ranked valid candidates (need = the
+# assessment's deleted slots of that kind: enough for refresh_rules.plan_changes
+# to choose as plan_refresh would). Valid: active, of the kind, visible to the
+# assessment's company, not used anywhere in the assessment.
+_RANKED_CANDIDATES = text(
+    f"""
+    WITH d AS (
+        SELECT * FROM unnest(CAST(:oids AS bigint[]), CAST(:sections AS int[]), CAST(:positions AS int[]),
+                             CAST(:old_qids AS bigint[]), CAST(:types AS text[]), CAST(:skills AS text[]),
+                             CAST(:difficulties AS text[]), CAST(:companies AS bigint[]), CAST(:needs AS int[]))
+             AS d(oid, section_idx, question_idx, old_qid, type, skill, difficulty, company_id, need)
+    ), used AS (
+        SELECT oid, array_agg(qid) AS qids FROM assessment_slots
+        WHERE oid = ANY(CAST(:oids AS bigint[])) GROUP BY oid
+    ), ranked AS (
+        SELECT d.oid, d.section_idx, d.question_idx, d.need, q.qid,
+               row_number() OVER (PARTITION BY d.oid, d.section_idx, d.question_idx
+                                  ORDER BY {_RANK}, q.qid) AS n
+        FROM d JOIN used u ON u.oid = d.oid
+        JOIN questions q ON q.type = d.type AND q.skill = d.skill AND q.difficulty = d.difficulty
+        WHERE NOT q.deleted AND (q.company_id IS NULL OR q.company_id = d.company_id) AND q.qid <> ALL(u.qids)
+    )
+    SELECT oid, section_idx, question_idx, qid FROM ranked WHERE n <= need
+    ORDER BY oid, section_idx, question_idx, n
     """
 )
 # The new snapshot is copied inside PostgreSQL: question content never travels
@@ -165,47 +202,51 @@ def lock_by_oids(conn: Connection, oids: Sequence[int]) -> list[tuple[int, int, 
 
 
 def refresh_locked(conn: Connection, locked: Sequence[tuple[int, int, str]]) -> list[RefreshPlan]:
-    """Plan and apply the refresh of already locked assessments; plans in oid order."""
+    """Plan and apply the refresh of already locked assessments; plans in oid order.
+
+    Set-based: PostgreSQL finds the slots that change and ranks the
+    replacement candidates (the rule's stable hash, in SQL); the choice
+    itself is refresh_rules.plan_changes, checked against the rule's plain
+    statement (refresh_rules.plan_refresh) on randomized banks."""
     if not locked:
         return []
-    oids = [oid for oid, _, _ in locked]
-    slots: dict[int, list[Slot]] = defaultdict(list)
-    bank: dict[int, BankQuestion] = {}
-    for r in conn.execute(_SLOTS_WITH_BANK, {"oids": oids}):
-        slots[r.oid].append(Slot(r.section_idx, r.question_idx, r.qid, r.snapshot_version))
-        bank[r.qid] = BankQuestion(r.qid, r.company_id, r.type, r.skill, r.difficulty, r.version, r.deleted)
-
-    deleted_kinds = {q.kind for q in bank.values() if q.deleted}
-    candidates = _load_candidates(conn, deleted_kinds, {company for _, company, _ in locked})
-
-    plans = [
-        plan_refresh(Assessment(oid, company, name, tuple(slots[oid])), bank, candidates)
-        for oid, company, name in locked
-    ]
+    rows = {r.oid: r for r in conn.execute(_CHANGED_SLOTS, {"oids": [oid for oid, _, _ in locked]})}
+    ranked = _ranked_candidates(conn, locked, rows)
+    plans = []
+    for oid, _, name in locked:
+        row = rows.get(oid)
+        changed = [] if row is None else [
+            ChangedSlot(*slot)
+            for slot in zip(row.sections or (), row.positions or (), row.qids or (), row.deleted or (), strict=True)
+        ]
+        plans.append(plan_changes(oid, name, row.total if row is not None else 0, changed, ranked.get(oid, {})))
     _apply(conn, plans)
     return plans
 
 
-def _load_candidates(
-    conn: Connection, kinds: set[Kind], company_ids: set[int]
-) -> dict[Kind, list[BankQuestion]]:
-    by_kind: dict[Kind, list[BankQuestion]] = defaultdict(list)
-    if not kinds:
-        return by_kind
-    ordered = sorted(kinds)
-    rows = conn.execute(
-        _CANDIDATES,
-        {
-            "types": [k[0] for k in ordered],
-            "skills": [k[1] for k in ordered],
-            "difficulties": [k[2] for k in ordered],
-            "company_ids": sorted(company_ids),
-        },
-    )
-    for r in rows:
-        q = BankQuestion(r.qid, r.company_id, r.type, r.skill, r.difficulty, r.version, r.deleted)
-        by_kind[q.kind].append(q)
-    return by_kind
+def _ranked_candidates(
+    conn: Connection, locked: Sequence[tuple[int, int, str]], rows: dict[int, Any]
+) -> dict[int, dict[tuple[int, int], list[int]]]:
+    """Per assessment, per deleted slot, its best candidates in rank order (one statement)."""
+    deleted: list[tuple[Any, ...]] = []
+    for oid, company, _ in locked:
+        row = rows.get(oid)
+        if row is None or not row.types:
+            continue
+        slots = [(sec, pos, qid) for sec, pos, qid, gone
+                 in zip(row.sections, row.positions, row.qids, row.deleted, strict=True) if gone]
+        kinds = list(zip(row.types, row.skills, row.difficulties, strict=True))
+        need = Counter(kinds)
+        deleted += [(oid, sec, pos, qid, *kind, company, need[kind])
+                    for (sec, pos, qid), kind in zip(slots, kinds, strict=True)]
+    ranked: dict[int, dict[tuple[int, int], list[int]]] = defaultdict(dict)
+    if not deleted:
+        return ranked
+    names = ["oids", "sections", "positions", "old_qids", "types", "skills", "difficulties", "companies", "needs"]
+    columns = {name: list(values) for name, values in zip(names, zip(*deleted, strict=True), strict=True)}
+    for r in conn.execute(_RANKED_CANDIDATES, columns):
+        ranked[r.oid].setdefault((r.section_idx, r.question_idx), []).append(r.qid)
+    return ranked
 
 
 def _apply(conn: Connection, plans: Sequence[RefreshPlan]) -> None:
