@@ -297,7 +297,8 @@ class ApacheKafka:
         """Format the nodes' storage with one cluster id (in parallel: a JVM each)."""
         formats = [
             (node, subprocess.Popen(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id,
+                # "--cluster-id=ID": an id starting with "-" (1 in 64) would read as a flag.
+                self._java("kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                            "-c", str(node.directory / "server.properties"),
                            *(self.secure.format_arguments() if self.secure else []), heap=["-Xmx256M"]),
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
