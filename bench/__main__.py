@@ -1,4 +1,4 @@
-"""`python -m bench [--broker kafka|tansu|both] [--quick] [--scenarios 1,2,3,4,5] [--soak-seconds S]`.
+"""`python -m bench [--broker kafka|tansu|both] [--quick] [--scenarios 1,2,3,4,5,6] [--scale-fractions F,...] [--soak-seconds S]`.
 
 Broker: --broker kafka (the default) starts a fresh local Apache Kafka
 (assessment_refresh.apache_kafka), --broker tansu a fresh local Tansu, and
@@ -33,21 +33,22 @@ import psutil
 from sqlalchemy import make_url
 
 from assessment_refresh.loader import load_world, parse_world
-from bench import env, scenarios
+from bench import env, scale, scenarios
 from bench.report import ratio, table, write_json
 from bench.world import Sizes, build_world
 from shared.db import make_engine
 from shared.settings import Settings
 
 SCENARIOS = {1: scenarios.round_trip, 2: scenarios.whole_company, 3: scenarios.fan_out, 4: scenarios.replay,
-             5: scenarios.soak}
+             5: scenarios.soak, 6: scale.at_scale}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes for a smoke run (a few minutes per broker)")
-    p.add_argument("--scenarios", default="1,2,3,4,5", help="comma-separated scenario numbers")
+    p.add_argument("--scenarios", default="1,2,3,4,5",
+                   help="comma-separated scenario numbers (6, at scale, only when named)")
     p.add_argument("--soak-seconds", type=float, default=None,
                    help="sustained load for scenario 5 (default 60, quick 5)")
     p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
@@ -58,6 +59,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "when --broker is not given)")
     p.add_argument("--profile", choices=["kafka", "tansu"], default=None,
                    help="broker profile of the external broker (default: BROKER_PROFILE, else kafka)")
+    p.add_argument("--scale-fractions", default=None, metavar="F,F,...",
+                   help="scenario 6 (at scale, not run by default): fractions of the full world "
+                        "(default 0.01,0.1,1; quick 0.001,0.01)")
     p.add_argument("--py-spy", type=Path, default=None, metavar="DIR",
                    help="record the service processes with py-spy into DIR (slows them down)")
     args = p.parse_args(argv)
@@ -118,6 +122,19 @@ def targets(r: dict[str, Any]) -> list[list[Any]]:
             lat["median_ms"] <= 5000)
     if s4 := r.get("4_replay"):
         add("replay (events/s)", s4["events_per_s"], nan, ">= 5,000/s", s4["events_per_s"] >= 5000)
+    for fraction, s6 in r.get("6_at_scale", {}).items():
+        fan, company = s6["fan_out"], s6["company"]
+        add(f"[{fraction}] fan-out of {fan['assessments']} (assessments/s)", fan["assessments_per_s"], nan,
+            ">= 10,000/s", fan["assessments_per_s"] >= 10_000)
+        add(f"[{fraction}] largest fan-out transaction (assessments)", fan["largest_transaction"][0], nan,
+            f"<= {s6['chunk_size']}", fan["largest_transaction"][0] <= s6["chunk_size"])
+        add(f"[{fraction}] small requests during the fan-out, p99 (ms)", fan["small_requests"]["p99_ms"], nan,
+            "<= 250 ms", fan["small_requests"]["p99_ms"] <= 250)
+        add(f"[{fraction}] company of {company['assessments']}: full report (s)", company["seconds"], nan, "<= 10 s",
+            company["seconds"] <= 10)
+    if costs := {f: s6["fan_out"]["cpu_us_per_assessment"] for f, s6 in r.get("6_at_scale", {}).items()}:
+        add("fan-out CPU per assessment, largest vs smallest size (us)", max(costs.values()), min(costs.values()),
+            "ratio <= 1.5", max(costs.values()) <= 1.5 * min(costs.values()))
     if soak := r.get("5_memory", {}).get("soak"):
         for name in ("api", "consumer"):
             m = soak[name]
@@ -144,8 +161,10 @@ def run_on(kind: str, args: argparse.Namespace, db_server: str, sizes: Sizes, se
         summary = load_world(engine, parse_world(build_world(sizes), "bench world"), "bench world")
         run["world"] = {**summary.__dict__, "load_seconds": round(time.perf_counter() - t0, 1)}
         print(f"world loaded in {time.perf_counter() - t0:.1f} s: {summary}")
+        fractions = args.scale_fractions or ("0.001,0.01" if args.quick else "0.01,0.1,1")
         ctx = scenarios.Ctx(base, engine, sizes, log_dir, broker.pid, soak_seconds,
-                            args.py_spy / kind if args.py_spy else None, run)
+                            args.py_spy / kind if args.py_spy else None, run,
+                            tuple(float(f) for f in fractions.split(",")))
         for number in selected:
             started_at = time.perf_counter()
             try:

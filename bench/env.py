@@ -163,6 +163,7 @@ def fresh_topics(base: Settings) -> Settings:
         reply_topic=f"{tag}.assessment.refresh.replies",
         question_events_topic=f"{tag}.question.events",
         refresh_events_topic=f"{tag}.assessment.refresh.events",
+        work_topic=f"{tag}.assessment.refresh.work",
         consumer_group=f"{tag}-assessment-refresh",
     )
 

@@ -56,6 +56,7 @@ class Ctx:
     soak_seconds: float
     profile_dir: Path | None
     results: dict[str, Any]
+    scale_fractions: tuple[float, ...] = (0.01, 0.1, 1.0)  # scenario 6
 
     @property
     def pg_database(self) -> str:

@@ -130,7 +130,9 @@ def finish_chunk(
     lock, taken last, is held only from here to the commit."""
     conn.execute(
         text(
-            "UPDATE refresh_job_chunks SET done_at = now(), details = CAST(:details AS jsonb) "
+            # now() is when the chunk's transaction began: the two give its length.
+            "UPDATE refresh_job_chunks SET started_at = now(), done_at = clock_timestamp(), "
+            "details = CAST(:details AS jsonb) "
             "WHERE job_id = :id AND idx = :idx"
         ),
         {"id": job_id, "idx": idx, "details": None if details is None else json.dumps(details)},

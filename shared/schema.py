@@ -168,5 +168,6 @@ refresh_job_chunks = Table(
     Column("idx", Integer, primary_key=True),
     Column("oids", ARRAY(BigInteger), nullable=False),
     Column("details", JSONB),  # the chunk's report entries in oid order; NULL until done
-    Column("done_at", DateTime(timezone=True)),
+    Column("started_at", DateTime(timezone=True)),  # the chunk's transaction began
+    Column("done_at", DateTime(timezone=True)),  # ... and was about to commit
 )

@@ -64,6 +64,7 @@ def unique_settings(database_url: str, bootstrap_servers: str, **overrides: obje
         reply_topic=f"t{tag}.assessment.refresh.replies",
         question_events_topic=f"t{tag}.question.events",
         refresh_events_topic=f"t{tag}.assessment.refresh.events",
+        work_topic=f"t{tag}.assessment.refresh.work",
         consumer_group=f"t{tag}-assessment-refresh",
         topic_partitions=3,
         reply_timeout_s=20.0,

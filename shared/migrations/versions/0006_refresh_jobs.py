@@ -44,6 +44,8 @@ def upgrade() -> None:
         sa.Column("idx", sa.Integer, primary_key=True),
         sa.Column("oids", postgresql.ARRAY(sa.BigInteger), nullable=False),
         sa.Column("details", postgresql.JSONB),  # the chunk's report entries, in oid order; NULL until done
+        # The chunk's transaction: when it began and when it was about to commit.
+        sa.Column("started_at", sa.DateTime(timezone=True)),
         sa.Column("done_at", sa.DateTime(timezone=True)),
     )
 
