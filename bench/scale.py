@@ -170,8 +170,8 @@ def _fan_out(ctx: Ctx, settings: Settings, url: str, sizes: ScaleSizes, consumer
     cpu = sampler.stop()
     small.stop.set()
     small.join(60)
-    largest = _largest_transaction(ctx.engine, event.event_id)
     n = summary["assessments"]
+    largest = _largest_transaction(ctx.engine, event.event_id, n)
     return {
         "assessments": n, "changed": summary["changed"], "chunks": summary["chunks"],
         "seconds": round(seconds, 2), "assessments_per_s": round(n / seconds),
@@ -182,14 +182,16 @@ def _fan_out(ctx: Ctx, settings: Settings, url: str, sizes: ScaleSizes, consumer
     }
 
 
-def _largest_transaction(engine: Engine, job_id: str) -> list[float]:
-    """[assessments, seconds] of the job's largest chunk; [n, s] of the one
-    transaction when the refresh was not split (no chunk rows)."""
+def _largest_transaction(engine: Engine, job_id: str, assessments: int) -> list[float | None]:
+    """[assessments, seconds] of the job's largest chunk; [assessments, None]
+    when the refresh was small enough for one transaction (not a job)."""
     with engine.connect() as conn:
         row = conn.execute(text(
             "SELECT max(cardinality(oids)) AS n, max(extract(epoch FROM done_at - started_at)) AS s "
             "FROM refresh_job_chunks WHERE job_id = :id"), {"id": job_id}).one()
-    return [int(row.n or 0), round(float(row.s or 0), 3)]
+    if row.n is None:
+        return [assessments, None]
+    return [int(row.n), round(float(row.s), 3)]
 
 
 def _company(engine: Engine, url: str, sizes: ScaleSizes) -> dict[str, Any]:
@@ -207,7 +209,7 @@ def _company(engine: Engine, url: str, sizes: ScaleSizes) -> dict[str, Any]:
         "report_mb": round(len(r.content) / 2**20, 1),
         "questions_refreshed": sum(d["questions_refreshed"] for d in body["details"]),
         "replaced": sum(d["deleted_questions_replaced"] for d in body["details"]),
-        "largest_transaction": _largest_transaction(engine, r.headers["x-request-id"]),
+        "largest_transaction": _largest_transaction(engine, r.headers["x-request-id"], len(body["details"])),
     }
 
 

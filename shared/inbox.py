@@ -56,17 +56,18 @@ def record_many(
         return True
     conflict = (
         "DO UPDATE SET status = EXCLUDED.status, reply = EXCLUDED.reply, "
-        "events = EXCLUDED.events, published = false, processed_at = now()"
+        "events = EXCLUDED.events, published = EXCLUDED.published, processed_at = now()"
         if overwrite
         else "DO NOTHING"
     )
     ids = list(results)
     inserted = conn.execute(
         text(
-            "INSERT INTO processed_messages (message_id, kind, company_id, status, reply, events) "
-            "SELECT v.id, :kind, v.company_id, v.status, v.reply, v.events FROM unnest("
+            "INSERT INTO processed_messages (message_id, kind, company_id, status, reply, events, published) "
+            "SELECT v.id, :kind, v.company_id, v.status, v.reply, v.events, v.published FROM unnest("
             "CAST(:ids AS text[]), CAST(:company_ids AS bigint[]), CAST(:statuses AS smallint[]), "
-            "CAST(:replies AS jsonb[]), CAST(:events AS jsonb[])) AS v(id, company_id, status, reply, events) "
+            "CAST(:replies AS jsonb[]), CAST(:events AS jsonb[]), CAST(:published AS boolean[])) "
+            "AS v(id, company_id, status, reply, events, published) "
             f"ON CONFLICT (message_id) {conflict} RETURNING message_id"
         ),
         {
@@ -76,6 +77,9 @@ def record_many(
             "statuses": [results[i].status for i in ids],
             "replies": [json.dumps(results[i].reply) for i in ids],
             "events": [json.dumps(results[i].events) for i in ids],
+            # Nothing to publish is published already (so that retention can
+            # prune the row); a job in progress still has its chunks to send.
+            "published": [not results[i].events and results[i].status != IN_PROGRESS for i in ids],
         },
     ).all()
     return len(inserted) == len(ids)

@@ -18,7 +18,9 @@ RETENTION = 7 * DAY
 
 def stored(engine: Engine, ids: list[str], *, age_days: float, published: bool) -> None:
     with engine.begin() as conn:
-        inbox.record_many(conn, inbox.REFRESH_REQUEST, {i: inbox.StoredResult(200, {"ok": True}, []) for i in ids})
+        # With events to publish: a row is unpublished until they are delivered.
+        events = [{"type": "assessment.refreshed", "oid": 1}]
+        inbox.record_many(conn, inbox.REFRESH_REQUEST, {i: inbox.StoredResult(200, {"ok": True}, events) for i in ids})
         if published:
             inbox.mark_published(conn, ids)
         conn.execute(text("UPDATE processed_messages SET processed_at = now() - make_interval(secs => :age) "
@@ -33,6 +35,17 @@ def remaining(engine: Engine) -> set[str]:
 def prune_batch(engine: Engine, batch: int) -> int:
     with engine.begin() as conn:
         return inbox.prune(conn, RETENTION, batch)
+
+
+def test_a_result_with_nothing_to_publish_is_pruned_after_the_retention(engine: Engine) -> None:
+    # An unchanged refresh publishes no event: its row must not wait forever to be "published".
+    with engine.begin() as conn:
+        inbox.record_many(conn, inbox.REFRESH_REQUEST, {"unchanged": inbox.StoredResult(200, {"ok": True}, []),
+                                                        "job": inbox.StoredResult(inbox.IN_PROGRESS, {}, [])})
+        conn.execute(text("UPDATE processed_messages SET processed_at = now() - make_interval(secs => :age)"),
+                     {"age": 8 * DAY})
+    assert prune_batch(engine, 100) == 1
+    assert remaining(engine) == {"job"}, "a job in progress still has chunks to send"
 
 
 def test_only_published_rows_past_the_retention_are_pruned(engine: Engine) -> None:
