@@ -27,6 +27,8 @@ from shared.tracing import setup_tracing
 
 log = logging.getLogger(__name__)
 
+WORK_BATCH = 4
+
 
 def run_consumer(settings: Settings) -> None:
     """Two lanes, each a poll loop on a thread of its own with its own group
@@ -55,7 +57,10 @@ def run_consumer(settings: Settings) -> None:
     pruner = _inbox_pruner(settings, engine)
     work_lane = threading.Thread(
         target=_run_lane, name="work-lane",
-        args=(work_worker, group_member(settings, settings.work_group, work_topics(settings), work_joined), worker),
+        # A few chunks a batch: each is a unit of work of its own anyway, and a
+        # stop waits for the batch in hand (100 chunks would be seconds).
+        args=(work_worker, group_member(settings, settings.work_group, work_topics(settings), work_joined), worker,
+              WORK_BATCH),
     )
     work_lane.start()
     try:
@@ -72,11 +77,11 @@ def run_consumer(settings: Settings) -> None:
                  work_worker.stats.processed)
 
 
-def _run_lane(worker: Worker, consumer: Consumer, other: Worker) -> None:
+def _run_lane(worker: Worker, consumer: Consumer, other: Worker, batch_size: int = 100) -> None:
     """One lane's poll loop; when it ends (stopped, or failed), the other lane
     stops too, so that the process exits and its partitions move on."""
     try:
-        worker.run(consumer)
+        worker.run(consumer, batch_size)
     finally:
         other.stopping.set()
 

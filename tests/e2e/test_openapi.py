@@ -84,9 +84,9 @@ def test_every_response_of_the_rest_contract_is_described(document: dict[str, An
     components = document["components"]
     assert components["responses"]["TooManyRequests"]["headers"]["Retry-After"]["required"] is True
     assert "request_id" in components["schemas"]["ErrorWithRequestId"]["required"]
-    assert components["responses"]["Timeout"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "/ErrorWithRequestId"
-    )
+    assert components["responses"]["Timeout"]["content"]["application/json"]["schema"]["$ref"].endswith("/TimedOut")
+    assert {"request_id", "location"} <= set(components["schemas"]["TimedOut"]["required"])
+    assert components["responses"]["Timeout"]["headers"]["Location"]["required"] is True
     assert "Location" in refresh["responses"]["202"]["headers"]
     detail = components["schemas"]["AssessmentDetail"]["properties"]
     assert {"replacements", "replacement_failures", "refreshed_qids", "status"} <= set(detail)

@@ -87,7 +87,9 @@ def test_a_company_refresh_and_a_fan_out_are_shared_by_both_consumers(
         [summary] = summaries
         assert (summary["assessments"], summary["changed"], summary["deleted_questions_replaced"],
                 summary["chunks"]) == (60, 60, 60, 30)
-        assert mine.index(summary) == len(mine) - 1, "the summary comes after every refreshed event"
+        # (The summary is keyed by its question, the events by oid: across
+        # partitions it may be read before the last events; it is produced
+        # once every chunk has committed.)
     finally:
         api.stop()
         for c in consumers:
@@ -154,14 +156,15 @@ def test_a_small_request_is_not_held_behind_a_large_refresh(
             r = httpx.post(api.url + PATH, json=body, headers=headers, timeout=120)
             return r.status_code, time.monotonic()
 
+        def running_job() -> bool:
+            with engine.connect() as conn:
+                return bool(conn.execute(text("SELECT count(*) FROM refresh_jobs WHERE completed_at IS NULL")).scalar())
+
         with ThreadPoolExecutor(max_workers=2) as pool:
             big = pool.submit(timed, {}, BIG_KEY)  # 150 chunks, one after another on one consumer
-            time.sleep(0.3)
-            with engine.connect() as conn:
-                running = conn.execute(text("SELECT count(*) FROM refresh_jobs WHERE completed_at IS NULL")).scalar()
+            eventually(running_job, timeout=30, interval=0.01, what="the large refresh's job")
             small = pool.submit(timed, {"assessment_ids": [10_000 * SMALL]}, SMALL_KEY)
             (small_status, small_done), (big_status, big_done) = small.result(), big.result()
-        assert running == 1, "the large refresh was running when the small request was sent"
         assert (small_status, big_status) == (200, 200)
         assert small_done < big_done, "the small request was answered while the large one still ran"
     finally:
