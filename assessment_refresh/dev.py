@@ -201,7 +201,7 @@ def _shared_settings(settings: Settings) -> dict[str, str]:
     env = settings.to_env()
     shared = {name: env[name] for name in (
         "KAFKA_BOOTSTRAP_SERVERS", "BROKER_PROFILE", "REQUEST_TOPIC", "REPLY_TOPIC",
-        "QUESTION_EVENTS_TOPIC", "REFRESH_EVENTS_TOPIC", "CONSUMER_GROUP")}
+        "QUESTION_EVENTS_TOPIC", "REFRESH_EVENTS_TOPIC", "WORK_TOPIC", "CONSUMER_GROUP")}
     return {"DATABASE_URL": dev_settings.libpq_url(settings.database_url), **shared}
 
 
