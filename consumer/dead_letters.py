@@ -1,29 +1,14 @@
-"""Dead-letter topics: ``<topic>.dlq`` with the original record and why it failed.
-
-Header names follow Spring Kafka's DeadLetterPublishingRecoverer in spirit:
-original topic, partition, offset, the error's type and message, attempts.
-"""
+"""Dead-lettering: the ``<topic>.dlq`` copy of a record, with where it came
+from and why it failed in its headers (names and meanings: shared/dlq.py)."""
 
 from __future__ import annotations
 
 from consumer.outgoing import Outgoing
 from consumer.ports import Record
-from shared.messages import Headers, header, header_pairs
+from shared.dlq import H_OFFSET, H_PARTITION, H_TOPIC, H_VALUE_DROPPED, dlq_headers, dlq_topic
+from shared.messages import header, header_pairs
 
-DLQ_SUFFIX = ".dlq"
-H_TOPIC = "dlq.original.topic"
-H_PARTITION = "dlq.original.partition"
-H_OFFSET = "dlq.original.offset"
-H_ERROR_TYPE = "dlq.error.type"
-H_ERROR_MESSAGE = "dlq.error.message"
-H_ATTEMPTS = "dlq.attempts"
-H_VALUE_DROPPED = "dlq.value.dropped.bytes"
-H_REPLAY_ID = "dlq.replay.id"
-_OWN = {H_TOPIC, H_PARTITION, H_OFFSET, H_ERROR_TYPE, H_ERROR_MESSAGE, H_ATTEMPTS, H_VALUE_DROPPED, H_REPLAY_ID}
-
-
-def dlq_topic(topic: str) -> str:
-    return topic if topic.endswith(DLQ_SUFFIX) else topic + DLQ_SUFFIX
+__all__ = ["dead_letter", "dlq_topic", "original_topic", "truncated"]
 
 
 def original_topic(msg: Record) -> str:
@@ -38,22 +23,19 @@ def dead_letter(
     caller's sanitized message; by default ``str(error)``); ``replay_id``
     names the replay that dead-lettered it, if one did."""
     source = original_topic(msg)
-    kept: Headers = [(k, v) for k, v in header_pairs(msg.headers()) if k not in _OWN]
     # A record replayed from a DLQ keeps its first origin, so it goes back to
     # the same DLQ and can be replayed again after the next fix.
-    origin_partition = header(msg.headers(), H_PARTITION) or str(msg.partition())
-    origin_offset = header(msg.headers(), H_OFFSET) or str(msg.offset())
-    kept += [
-        (H_TOPIC, source.encode()),
-        (H_PARTITION, origin_partition.encode()),
-        (H_OFFSET, origin_offset.encode()),
-        (H_ERROR_TYPE, type(error).__name__.encode()),
-        (H_ERROR_MESSAGE, (reason if reason is not None else str(error))[:1000].encode("utf-8", "replace")),
-        (H_ATTEMPTS, str(attempts).encode()),
-    ]
-    if replay_id is not None:
-        kept.append((H_REPLAY_ID, replay_id.encode()))
-    return Outgoing(dlq_topic(source), msg.key(), msg.value() or b"", kept)
+    headers = dlq_headers(
+        header_pairs(msg.headers()),
+        topic=source,
+        partition=header(msg.headers(), H_PARTITION) or str(msg.partition()),
+        offset=header(msg.headers(), H_OFFSET) or str(msg.offset()),
+        error_type=type(error).__name__,
+        reason=reason if reason is not None else str(error),
+        attempts=attempts,
+        replay_id=replay_id,
+    )
+    return Outgoing(dlq_topic(source), msg.key(), msg.value() or b"", headers)
 
 
 def truncated(dead: Outgoing) -> Outgoing:

@@ -23,13 +23,14 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException
 
-from consumer.dead_letters import DLQ_SUFFIX, truncated
+from consumer.dead_letters import truncated
 from consumer.message_spans import sending
 from consumer.outgoing import Outgoing
 from consumer.ports import DeliveryReport, RecordSink
 from consumer.retry import POLICY, RetryPolicy, TransientError, retry
 from consumer.topics import service_topics
 from shared.broker_profile import profile_named
+from shared.dlq import DLQ_SUFFIX
 from shared.kafka import ensure_topics
 from shared.settings import Settings
 

@@ -32,10 +32,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from sqlalchemy import Engine
 from tqdm import tqdm
 
-from consumer.dead_letters import H_REPLAY_ID
 from consumer.unit_of_work import REPLAY, SqlUnitOfWork
 from consumer.worker import Worker
 from shared.broker_profile import profile_named
+from shared.dlq import H_REPLAY_ID
 from shared.kafka import consumer_config
 from shared.messages import header
 from shared.settings import Settings
