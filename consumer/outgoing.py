@@ -12,11 +12,11 @@ from shared.kafka import is_topic_name
 from shared.messages import (
     CONTENT_TYPE_JSON,
     HEADER_CONTENT_TYPE,
-    HEADER_CORRELATION_ID,
     Headers,
     RefreshChunk,
     RefreshReply,
     encode,
+    record_headers,
     status_location,
 )
 from shared.settings import Settings
@@ -56,7 +56,7 @@ def reply(settings: Settings, reply_to: str | None, correlation_id: str, status:
         reply_to or settings.reply_topic,
         correlation_id.encode(),
         value,
-        [(HEADER_CORRELATION_ID, correlation_id.encode()), (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())],
+        record_headers(correlation_id),
     )
 
 
@@ -75,7 +75,7 @@ def refresh_events(settings: Settings, events: list[dict[str, Any]], correlation
             # An assessment's events by oid; a fan-out's summary by its question.
             str(e["oid"] if "oid" in e else e["trigger"].get("qid", correlation_id)).encode(),
             encode(e),
-            [(HEADER_CORRELATION_ID, correlation_id.encode()), (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())],
+            record_headers(correlation_id),
         )
         for e in events
     ]

@@ -26,6 +26,7 @@ from shared.messages import (
     QUESTION_UPSERTED,
     QuestionDeleted,
     QuestionUpserted,
+    deletion_trigger,
     refresh_completed_event,
     refresh_event,
 )
@@ -64,7 +65,7 @@ def _delete_and_refresh(settings: Settings, uow: UnitOfWork, event: QuestionDele
     oids = list(uow.conn.execute(
         text("SELECT DISTINCT oid FROM assessment_slots WHERE qid = :qid ORDER BY oid"), {"qid": event.qid}
     ).scalars())
-    trigger = {"type": QUESTION_DELETED, "event_id": event.event_id, "qid": event.qid}
+    trigger = deletion_trigger(event.event_id, event.qid)
     if len(oids) > settings.refresh_chunk_size:
         return start_job(settings, uow, jobs.Job(event.event_id, jobs.DELETION, None, None, trigger, 0), oids)
     locked = lock_by_oids(uow.conn, oids)

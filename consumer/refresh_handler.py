@@ -24,7 +24,14 @@ from consumer.unit_of_work import UnitOfWork
 from shared import inbox
 from shared.inbox import StoredResult
 from shared.log_setup import bind
-from shared.messages import HEADER_CORRELATION_ID, HEADER_REPLY_TO, RefreshRequested, header, refresh_event
+from shared.messages import (
+    HEADER_CORRELATION_ID,
+    HEADER_REPLY_TO,
+    RefreshRequested,
+    header,
+    refresh_event,
+    request_trigger,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,7 +96,7 @@ def _start_jobs(settings: Settings, uow: UnitOfWork, requests: Sequence[RefreshR
         except AssessmentsNotOwned as exc:
             started[r.request_id] = StoredResult(403, {"error": str(exc)}, [])
             continue
-        trigger = {"type": "request", "request_id": r.request_id}
+        trigger = request_trigger(r.request_id)
         job = jobs.Job(r.request_id, jobs.REQUEST, r.company_id, r.reply_to, trigger, 0)
         started[r.request_id] = start_job(settings, uow, job, oids)
     return started
@@ -115,7 +122,7 @@ def _refresh(uow: UnitOfWork, request: RefreshRequested) -> StoredResult:
     plans = refresh_locked(uow.conn, locked)
     reports = [plan.report() for plan in plans]
     uow.after_commit(lambda: count_refreshes("request", reports))
-    trigger = {"type": "request", "request_id": request.request_id}
+    trigger = request_trigger(request.request_id)
     company_of = {oid: company for oid, company, _ in locked}
     events = [refresh_event(oid=p.oid, company_id=company_of[p.oid], trigger=trigger, detail=p.report())
               for p in plans if p.changed]

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 from producer_api.publisher import RequestPublisher
-from shared.messages import (
-    CONTENT_TYPE_JSON,
-    HEADER_CONTENT_TYPE,
-    HEADER_CORRELATION_ID,
-    HEADER_REPLY_TO,
-    RefreshRequested,
-)
+from shared.messages import RefreshRequested, record_headers
 from shared.settings import Settings
 
 
@@ -22,9 +16,5 @@ async def publish_request(settings: Settings, publisher: RequestPublisher, comma
         settings.request_topic,
         str(command.company_id).encode(),
         command.to_json(),
-        [
-            (HEADER_CORRELATION_ID, command.request_id.encode()),
-            (HEADER_REPLY_TO, settings.reply_topic.encode()),
-            (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode()),
-        ],
+        record_headers(command.request_id, reply_to=settings.reply_topic),
     )

@@ -123,6 +123,17 @@ def trace_context_of(headers: ReceivedHeaders) -> Context:
     return propagate.extract(headers, getter=_HeaderGetter())
 
 
+def record_headers(correlation_id: str, reply_to: str | None = None) -> Headers:
+    """The headers of every JSON record the service writes: whose request or
+    event it belongs to, where its answer goes (requests only), and its
+    content type (DESIGN.md section 4)."""
+    headers: Headers = [(HEADER_CORRELATION_ID, correlation_id.encode())]
+    if reply_to is not None:
+        headers.append((HEADER_REPLY_TO, reply_to.encode()))
+    headers.append((HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode()))
+    return headers
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -277,6 +288,12 @@ class QuestionEvent:
             payload["question"] = self.question
         return encode(payload)
 
+    def key(self) -> bytes:
+        """The record key: the question's qid, decimal, so that one question's
+        events stay in order on one partition."""
+        qid = self.qid if self.type == QUESTION_DELETED else (self.question or {}).get("qid")
+        return str(qid).encode()
+
     @classmethod
     def from_json(cls, value: bytes | None) -> QuestionEvent:
         payload = decode_object(value)
@@ -323,18 +340,34 @@ def decode_question_event(value: bytes | None) -> QuestionDeleted | QuestionUpse
     return QuestionUpserted(event.event_id, occurred_at, question)
 
 
+ASSESSMENT_REFRESHED = "assessment.refreshed"
+TRIGGER_REQUEST = "request"
+
+
+def request_trigger(request_id: str) -> dict[str, Any]:
+    """What caused a refresh event: a refresh request (REST or any client)."""
+    return {"type": TRIGGER_REQUEST, "request_id": request_id}
+
+
+def deletion_trigger(event_id: str, qid: int) -> dict[str, Any]:
+    """What caused a refresh event: the bank's ``question.deleted`` event."""
+    return {"type": QUESTION_DELETED, "event_id": event_id, "qid": qid}
+
+
 def refresh_event(
-    *, oid: int, company_id: int, trigger: dict[str, Any], detail: dict[str, Any]
+    *, oid: int, company_id: int, trigger: dict[str, Any], detail: dict[str, Any],
+    event_id: str | None = None, occurred_at: str | None = None,
 ) -> dict[str, Any]:
-    """An ``assessment.refresh.events`` payload: one changed assessment."""
+    """An ``assessment.refresh.events`` payload: one changed assessment (a
+    fresh event id and the current time unless given)."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "event_id": new_id(),
-        "type": "assessment.refreshed",
+        "event_id": event_id or new_id(),
+        "type": ASSESSMENT_REFRESHED,
         "oid": oid,
         "company_id": company_id,
         "trigger": trigger,
-        "occurred_at": utc_now_iso(),
+        "occurred_at": occurred_at or utc_now_iso(),
         "detail": detail,
     }
 
