@@ -32,7 +32,7 @@ def publish_event(settings: Settings, event: QuestionEvent, timeout_s: float = 1
         else:
             where.append((msg.partition() or 0, msg.offset() or 0))
 
-    producer.produce(settings.question_events_topic, event.to_json(), str(event.qid).encode(),
+    producer.produce(settings.question_events_topic, event.to_json(), event.key(),
                      headers=[(HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())], on_delivery=report)
     producer.flush(timeout_s + 5)
     if failed or not where:

@@ -39,8 +39,7 @@ def upserted_event(question: dict[str, Any], occurred_at: str | None = None) -> 
 
 
 def publish_event(bootstrap: str, topic: str, event: QuestionEvent) -> None:
-    key = str(event.qid if event.qid is not None else (event.question or {}).get("qid")).encode()
-    produce(bootstrap, topic, event.to_json(), key)
+    produce(bootstrap, topic, event.to_json(), event.key())
 
 
 def read_topic(bootstrap: str, topic: str, *, at_least: int = 0, timeout: float = 30.0, idle: float = 1.5) -> list[Record]:

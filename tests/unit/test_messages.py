@@ -198,3 +198,11 @@ def test_unknown_event_type_names_the_type():
 
 def test_message_error_is_a_value_error():
     assert issubclass(MessageError, ValueError)
+
+
+def test_a_question_event_is_keyed_by_its_qid_whatever_its_type() -> None:
+    """The key the AsyncAPI document names. assessment_refresh.publish keyed an
+    upsert b"None" (found by tests/e2e/test_asyncapi.py): every upsert on one partition."""
+    deleted = QuestionEvent("e-1", QUESTION_DELETED, "2026-11-28T10:00:00Z", qid=150)
+    upserted = QuestionEvent("e-2", QUESTION_UPSERTED, "2026-11-28T10:00:00Z", question={"qid": 233})
+    assert (deleted.key(), upserted.key()) == (b"150", b"233")
