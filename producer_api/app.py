@@ -215,7 +215,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/readyz", readyz),
             # With API_METRICS_PORT the lifespan serves /metrics there instead.
             *([] if settings.api_metrics_port else [Route("/metrics", metrics)]),
-            *docs_routes(),
+            *docs_routes(settings),
         ],
         middleware=[*tracing_middleware(), Middleware(MetricsMiddleware), Middleware(AccessLogIds)],
         lifespan=lifespan(settings),

@@ -1,4 +1,5 @@
-"""The OpenAPI 3 document (GET /openapi.json) and a Swagger UI page (GET /docs).
+"""The OpenAPI 3 document (GET /openapi.json), a Swagger UI page (GET /docs),
+and the Kafka side's AsyncAPI document (GET /asyncapi.json, shared/asyncapi.py).
 
 Paths and methods come from the route table through Starlette's
 SchemaGenerator, so a route cannot be documented under a path or method it
@@ -16,24 +17,26 @@ this app under /docs/assets: the page works without reaching any CDN.
 from __future__ import annotations
 
 import html
+import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.schemas import SchemaGenerator
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
+from shared import asyncapi
+from shared.message_schemas import ID, RESULT_SCHEMAS, closed_object
+from shared.settings import Settings
+
 DOCS_PATH = "/docs"
 DOCS_ASSETS_PATH = "/docs/assets"
 SCHEMA_PATH = "/openapi.json"
-
-
-def _object(required: list[str], properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
-    """A closed object schema: an undocumented field in a response fails the schema tests."""
-    return {"type": "object", "required": required, "properties": properties, "additionalProperties": False, **extra}
+ASYNCAPI_PATH = "/asyncapi.json"
 
 
 def _json(schema_name: str) -> dict[str, Any]:
@@ -44,7 +47,6 @@ def _error_response(description: str, schema_name: str = "Error", **extra: Any) 
     return {"description": description, "content": _json(schema_name), **extra}
 
 
-ID = {"type": "integer", "format": "int64"}
 REQUEST_ID = {"type": "string", "format": "uuid", "description": "The refresh request's id (a UUID)."}
 
 SCHEMAS: dict[str, Any] = {
@@ -63,64 +65,19 @@ SCHEMAS: dict[str, Any] = {
         },
         "example": {"assessment_ids": [11, 12]},
     },
-    "Replacement": _object(["old_qid", "new_qid"], {"old_qid": ID, "new_qid": ID}),
-    "ReplacementFailure": _object(
-        ["qid", "section_idx", "question_idx", "reason"],
-        {
-            "qid": ID,
-            "section_idx": {"type": "integer", "minimum": 0, "description": "0-based section position."},
-            "question_idx": {"type": "integer", "minimum": 0, "description": "0-based position in the section."},
-            "reason": {"type": "string"},
-        },
-    ),
-    "AssessmentDetail": _object(
-        [
-            "oid", "name", "total_questions", "questions_refreshed", "refreshed_qids",
-            "deleted_questions_replaced", "replacements", "deleted_questions_not_replaced",
-            "replacement_failures", "status",
-        ],
-        {
-            "oid": ID,
-            "name": {"type": "string"},
-            "total_questions": {"type": "integer", "minimum": 0},
-            "questions_refreshed": {"type": "integer", "minimum": 0},
-            "refreshed_qids": {"type": "array", "items": ID},
-            "deleted_questions_replaced": {"type": "integer", "minimum": 0},
-            "replacements": {"type": "array", "items": {"$ref": "#/components/schemas/Replacement"}},
-            "deleted_questions_not_replaced": {"type": "integer", "minimum": 0},
-            "replacement_failures": {"type": "array", "items": {"$ref": "#/components/schemas/ReplacementFailure"}},
-            "status": {
-                "type": "string",
-                "enum": ["updated", "unchanged"],
-                "description": "`updated` if any change was applied, else `unchanged`.",
-            },
-        },
-    ),
-    "RefreshResult": _object(
-        ["message", "company_id", "assessments_updated", "details"],
-        {
-            "message": {"type": "string", "example": "Successfully refreshed 2 assessments"},
-            "company_id": ID,
-            "assessments_updated": {"type": "integer", "minimum": 0, "description": "Assessments processed (= len(details))."},
-            "details": {
-                "type": "array",
-                "items": {"$ref": "#/components/schemas/AssessmentDetail"},
-                "description": "Ordered by `oid`.",
-            },
-        },
-    ),
-    "Pending": _object(
+    # A reply's body is the answer: the consumer's result schemas, written once (shared/message_schemas.py).
+    **RESULT_SCHEMAS,
+    "Pending": closed_object(
         ["request_id", "status"],
         {"request_id": REQUEST_ID, "status": {"type": "string", "enum": ["pending"]}},
     ),
-    "Error": _object(["error"], {"error": {"type": "string"}}),
-    "ErrorMaybeWithRequestId": _object(
+    "ErrorMaybeWithRequestId": closed_object(
         ["error"],
         {"error": {"type": "string"}, "request_id": REQUEST_ID},
         description="`request_id` is present when the request got an id before failing.",
     ),
-    "ErrorWithRequestId": _object(["error", "request_id"], {"error": {"type": "string"}, "request_id": REQUEST_ID}),
-    "TimedOut": _object(
+    "ErrorWithRequestId": closed_object(["error", "request_id"], {"error": {"type": "string"}, "request_id": REQUEST_ID}),
+    "TimedOut": closed_object(
         ["error", "request_id", "location"],
         {"error": {"type": "string"}, "request_id": REQUEST_ID,
          "location": {"type": "string", "description": "Where to poll for the result (as the `Location` header)."}},
@@ -264,10 +221,23 @@ async def docs_page(request: Request) -> HTMLResponse:
     return HTMLResponse(page)
 
 
-def docs_routes() -> list[BaseRoute]:
-    """/openapi.json, /docs and its assets; none of them is part of the document."""
+def asyncapi_json(settings: Settings) -> Callable[[Request], Awaitable[Response]]:
+    """GET /asyncapi.json: the Kafka side's document (shared/asyncapi.py) for
+    this process's topics and group, built once (it depends on nothing else)."""
+    body = json.dumps(asyncapi.document(settings), ensure_ascii=False).encode()
+
+    async def endpoint(_request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    return endpoint
+
+
+def docs_routes(settings: Settings) -> list[BaseRoute]:
+    """/openapi.json, /asyncapi.json, /docs and its assets; none of them is
+    part of the OpenAPI document, and, like it, none needs an API key."""
     return [
         Route(SCHEMA_PATH, openapi_json, methods=["GET"], include_in_schema=False),
+        Route(ASYNCAPI_PATH, asyncapi_json(settings), methods=["GET"], include_in_schema=False),
         Route(DOCS_PATH, docs_page, methods=["GET"], include_in_schema=False),
         Mount(DOCS_ASSETS_PATH, app=StaticFiles(directory=Path(str(swagger_ui_path))), name="docs-assets"),
     ]

@@ -101,11 +101,11 @@ def group_protocol_config(settings: Settings) -> dict[str, Any]:
 
 
 # Kafka's own rule (kafka.common.internals.Topic): at most 249 of these characters.
-_TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def is_topic_name(name: str) -> bool:
-    return bool(_TOPIC_NAME.fullmatch(name)) and name not in {".", ".."}
+    return bool(TOPIC_NAME.fullmatch(name)) and name not in {".", ".."}
 
 
 def admin_config(settings: Settings) -> dict[str, Any]:
