@@ -31,6 +31,8 @@ from shared.messages import (
     HEADER_CONTENT_TYPE,
     HEADER_CORRELATION_ID,
     HEADER_REPLY_TO,
+    HEADER_TRACEPARENT,
+    HEADER_TRACESTATE,
     MAX_CORRELATION_ID_CHARS,
     QUESTION_DELETED,
     QUESTION_UPSERTED,
@@ -225,9 +227,19 @@ _CONTENT_TYPE = {"type": "string", "const": CONTENT_TYPE_JSON}
 _TOPIC = {"type": "string", "pattern": f"^{TOPIC_NAME.pattern}$", "not": {"enum": [".", ".."]}}
 
 
+# W3C trace context on every message (shared/tracing.py): present when the sender traces.
+_TRACE_HEADERS = {
+    HEADER_TRACEPARENT: {"type": "string", "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+                         "description": "W3C trace context of the span that sent it, when tracing is on; "
+                         "the reader's span continues that trace."},
+    HEADER_TRACESTATE: {"type": "string", "description": "W3C vendor trace state, with `traceparent`."},
+}
+
+
 def _headers(required: list[str], properties: dict[str, Any]) -> Schema:
-    # Open: Kafka headers are extensible (tracing, a client's own), and unknown ones are ignored.
-    return {"type": "object", "required": required, "properties": properties, "additionalProperties": {"type": "string"}}
+    # Open: Kafka headers are extensible (a client's own), and unknown ones are ignored.
+    return {"type": "object", "required": required, "properties": {**properties, **_TRACE_HEADERS},
+            "additionalProperties": {"type": "string"}}
 
 
 HEADER_SCHEMAS: dict[str, Schema] = {

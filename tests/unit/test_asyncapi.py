@@ -17,7 +17,7 @@ from consumer.topics import service_topics
 from producer_api.app import create_app
 from shared.asyncapi import document, render
 from shared.dlq import HEADERS as DLQ_HEADERS
-from shared.messages import HEADER_CONTENT_TYPE, HEADER_CORRELATION_ID, HEADER_REPLY_TO
+from shared.messages import HEADER_CONTENT_TYPE, HEADER_CORRELATION_ID, HEADER_REPLY_TO, HEADER_TRACEPARENT
 from shared.settings import Settings
 from shared.version import __version__
 from tests.asyncapi_tools import VENDOR, asyncapi_meta_schema, errors, resolve
@@ -113,6 +113,7 @@ def test_headers_the_contract_names(doc: dict[str, Any]) -> None:
         assert set(headers["required"]) == {"dlq.original.topic", "dlq.original.partition", "dlq.original.offset",
                                             "dlq.error.type", "dlq.error.message", "dlq.attempts"}
     assert messages["refreshReply"]["correlationId"] == {"$ref": "#/components/correlationIds/correlationId"}
+    assert all(HEADER_TRACEPARENT in m["headers"]["properties"] for m in messages.values()), "W3C trace context"
 
 
 def test_every_message_has_examples_that_conform(doc: dict[str, Any]) -> None:
