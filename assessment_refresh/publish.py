@@ -12,7 +12,7 @@ from __future__ import annotations
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from shared.kafka import producer_config
-from shared.messages import CONTENT_TYPE_JSON, HEADER_CONTENT_TYPE, QUESTION_DELETED, QuestionEvent, new_id, utc_now_iso
+from shared.messages import QUESTION_DELETED, QuestionEvent, new_id, record_headers, utc_now_iso
 from shared.settings import Settings
 
 
@@ -33,7 +33,7 @@ def publish_event(settings: Settings, event: QuestionEvent, timeout_s: float = 1
             where.append((msg.partition() or 0, msg.offset() or 0))
 
     producer.produce(settings.question_events_topic, event.to_json(), event.key(),
-                     headers=[(HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())], on_delivery=report)
+                     headers=record_headers(), on_delivery=report)
     producer.flush(timeout_s + 5)
     if failed or not where:
         raise KafkaException(failed[0] if failed else KafkaError(KafkaError._MSG_TIMED_OUT))

@@ -10,8 +10,6 @@ from opentelemetry.context import Context
 
 from shared.kafka import is_topic_name
 from shared.messages import (
-    CONTENT_TYPE_JSON,
-    HEADER_CONTENT_TYPE,
     Headers,
     RefreshChunk,
     RefreshReply,
@@ -62,8 +60,7 @@ def reply(settings: Settings, reply_to: str | None, correlation_id: str, status:
 
 def work(settings: Settings, chunk: RefreshChunk) -> Outgoing:
     """A chunk of a refresh job, for the work lanes."""
-    return Outgoing(settings.work_topic, chunk.key, chunk.to_json(),
-                    [(HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())])
+    return Outgoing(settings.work_topic, chunk.key, chunk.to_json(), record_headers())
 
 
 def refresh_events(settings: Settings, events: list[dict[str, Any]], correlation_id: str) -> list[Outgoing]:

@@ -83,6 +83,11 @@ def _messages() -> dict[str, Any]:
         "assessmentRefreshed": _message("AssessmentRefreshed", "Assessment refreshed",
                                         "A refresh changed an assessment.", "AssessmentRefreshed",
                                         payload=ref("AssessmentRefreshed")),
+        "refreshCompleted": _message("RefreshCompleted", "Refresh completed",
+                                     "A deletion's fan-out is done.", "RefreshCompleted",
+                                     payload=ref("RefreshCompleted")),
+        "refreshChunk": _message("RefreshChunk", "Refresh chunk", "Refresh one chunk of a large refresh.",
+                                 "RefreshChunk", payload=ref("RefreshChunk"), correlated=False),
         "deadLetteredRequest": _message("DeadLetteredRequest", "Dead-lettered refresh request",
                                         "A refresh request the consumer could not decode or gave up on.",
                                         "DeadLetter", payload=dead_letter_payload,
@@ -91,6 +96,10 @@ def _messages() -> dict[str, Any]:
                                               "A question event the consumer could not decode or gave up on.",
                                               "DeadLetter", payload=dead_letter_payload,
                                               content_type="application/octet-stream", correlated=False),
+        "deadLetteredChunk": _message("DeadLetteredChunk", "Dead-lettered refresh chunk",
+                                      "A chunk the work lane could not decode or gave up on.",
+                                      "DeadLetter", payload=dead_letter_payload,
+                                      content_type="application/octet-stream", correlated=False),
     }
 
 
@@ -131,8 +140,15 @@ def _channels(settings: Settings) -> dict[str, Any]:
         "refreshEvents": _channel(
             settings.refresh_events_topic, "Refresh events",
             "One event per assessment a refresh changed, whatever caused it (a request or a deletion), keyed "
-            "by oid, for downstream readers (audit, notifications)." + created,
-            ["assessmentRefreshed"], settings.topic_partitions),
+            "by oid, and one summary per deletion once its whole fan-out is done, keyed by qid; for downstream "
+            "readers (audit, notifications)." + created,
+            ["assessmentRefreshed", "refreshCompleted"], settings.topic_partitions),
+        "refreshWork": _channel(
+            settings.work_topic, "Refresh work (internal)",
+            f"A refresh of more than REFRESH_CHUNK_SIZE ({settings.refresh_chunk_size}) assessments, from a request "
+            f"or a deletion, becomes a job of chunks here, read by each consumer's work lane (group "
+            f"{settings.work_group}), so that no small request waits behind a large one." + created,
+            ["refreshChunk"], settings.topic_partitions),
         "refreshRequestsDlq": _channel(
             dlq_topic(settings.request_topic), "Dead-lettered refresh requests",
             "Requests that could not be decoded or kept failing, with the error in headers; the partition "
@@ -143,6 +159,11 @@ def _channels(settings: Settings) -> dict[str, Any]:
             "Question events that could not be decoded or kept failing, with the error in headers. "
             "`assessment-refresh replay` re-reads it after a fix." + created,
             ["deadLetteredQuestionEvent"], settings.topic_partitions),
+        "refreshWorkDlq": _channel(
+            dlq_topic(settings.work_topic), "Dead-lettered refresh chunks",
+            "Chunks that could not be decoded or kept failing, with the error in headers. "
+            "`assessment-refresh replay` re-reads it after a fix." + created,
+            ["deadLetteredChunk"], settings.topic_partitions),
     }
 
 
@@ -159,8 +180,8 @@ def _operation(action: str, channel: str, role: str, summary: str, messages: lis
 
 
 def _operations(settings: Settings) -> dict[str, Any]:
-    group = {"kafka": {"groupId": {"type": "string", "enum": [settings.consumer_group]},
-                       "bindingVersion": KAFKA_BINDING}}
+    group, work_group = ({"kafka": {"groupId": {"type": "string", "enum": [name]}, "bindingVersion": KAFKA_BINDING}}
+                         for name in (settings.consumer_group, settings.work_group))
     return {
         "requestRefresh": _operation(
             "send", "refreshRequests", "producer_api", "Publish a refresh request and wait for its reply.",
@@ -193,8 +214,22 @@ def _operations(settings: Settings) -> dict[str, Any]:
             bindings=group,
         ),
         "publishRefreshEvent": _operation(
-            "send", "refreshEvents", "consumer", "Announce an assessment a refresh changed.",
-            ["assessmentRefreshed"],
+            "send", "refreshEvents", "consumer",
+            "Announce an assessment a refresh changed, and a deletion's completed fan-out.",
+            ["assessmentRefreshed", "refreshCompleted"],
+        ),
+        "queueRefreshChunk": _operation(
+            "send", "refreshWork", "consumer", "Split a large refresh into chunks for the work lanes.",
+            ["refreshChunk"],
+            description="In the transaction that plans the job; a redelivered request or event re-sends the "
+            "chunks not done yet.",
+        ),
+        "refreshChunk": _operation(
+            "receive", "refreshWork", "consumer",
+            "Refresh one chunk in a transaction of its own; the last one answers the request or announces the "
+            "fan-out's completion.", ["refreshChunk"],
+            description="Idempotent by `<job_id>/chunk/<chunk>`: a chunk received twice is refreshed once.",
+            bindings=work_group,
         ),
         "deadLetterRequest": _operation(
             "send", "refreshRequestsDlq", "consumer",
@@ -204,6 +239,10 @@ def _operations(settings: Settings) -> dict[str, Any]:
         "deadLetterQuestionEvent": _operation(
             "send", "questionEventsDlq", "consumer",
             "Set aside a question event that cannot be decoded or keeps failing.", ["deadLetteredQuestionEvent"],
+        ),
+        "deadLetterChunk": _operation(
+            "send", "refreshWorkDlq", "consumer",
+            "Set aside a chunk that cannot be decoded or keeps failing.", ["deadLetteredChunk"],
         ),
     }
 

@@ -12,19 +12,20 @@ from typing import Any
 
 from shared.dlq import dlq_headers
 from shared.messages import (
-    CONTENT_TYPE_JSON,
-    HEADER_CONTENT_TYPE,
     QUESTION_DELETED,
     QUESTION_UPSERTED,
     Headers,
     QuestionEvent,
+    RefreshChunk,
     RefreshReply,
     RefreshRequested,
     deletion_trigger,
     encode,
     record_headers,
+    refresh_completed_event,
     refresh_event,
     request_trigger,
+    status_location,
 )
 from shared.settings import Settings
 
@@ -63,7 +64,10 @@ def examples(settings: Settings) -> dict[str, list[Example]]:
     """The examples of each message of the document, by message name."""
     request = RefreshRequested(REQUEST_ID, 7, [11], requested_at=AT)
     deleted = QuestionEvent(EVENT_ID, QUESTION_DELETED, AT, qid=150)
-    bank_headers: Headers = [(HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode())]
+    bank_headers = record_headers()
+    summary = {name: value for name, value in RESULT.items() if name != "details"}
+    totals = {"assessments": 3, "changed": 2, "questions_refreshed": 0, "deleted_questions_replaced": 2,
+              "deleted_questions_not_replaced": 1, "chunks": 0}
     bad_event = b'{"schema_version":1,"event_id":"","type":"question.deleted","qid":150,"occurred_at":"' + AT.encode() + b'"}'
     return {
         "refreshRequested": [
@@ -79,6 +83,9 @@ def examples(settings: Settings) -> dict[str, list[Example]]:
             _example("notOwned", "Ids that are not the company's: nothing was refreshed",
                      RefreshReply(REQUEST_ID, 403, {"error": "Assessment IDs do not belong to company or do not "
                                                              "exist: [4, 9]"}).to_json(),
+                     record_headers(REQUEST_ID)),
+            _example("claimCheck", "A result too large for the reply topic: its summary, and where the whole is",
+                     RefreshReply(REQUEST_ID, 200, summary, result_location=status_location(REQUEST_ID)).to_json(),
                      record_headers(REQUEST_ID)),
         ],
         "questionDeleted": [
@@ -98,6 +105,16 @@ def examples(settings: Settings) -> dict[str, list[Example]]:
                                               detail=DETAIL, event_id=REFRESH_EVENT_ID, occurred_at=AT)),
                      record_headers(EVENT_ID)),
         ],
+        "refreshCompleted": [
+            _example("fanOutDone", "Every assessment using question 150 is refreshed",
+                     encode(refresh_completed_event(trigger=deletion_trigger(EVENT_ID, 150), totals=totals,
+                                                    event_id=REFRESH_EVENT_ID, occurred_at=AT)),
+                     record_headers(EVENT_ID)),
+        ],
+        "refreshChunk": [
+            _example("chunk", "Chunk 0 of the job started by a deletion", RefreshChunk(EVENT_ID, 0).to_json(),
+                     record_headers()),
+        ],
         "deadLetteredRequest": [
             _example("badCompany", "A request whose company_id is not an integer",
                      b'{"schema_version":1,"company_id":"7","assessment_ids":[11]}',
@@ -110,5 +127,11 @@ def examples(settings: Settings) -> dict[str, list[Example]]:
                      bad_event, dlq_headers(bank_headers, topic=settings.question_events_topic, partition="4",
                                             offset="88", error_type="MessageError",
                                             reason="event_id must be a string", attempts=1)),
+        ],
+        "deadLetteredChunk": [
+            _example("emptyJobId", "A chunk without a job id",
+                     b'{"schema_version":1,"type":"refresh.chunk","job_id":"","chunk":0}',
+                     dlq_headers(record_headers(), topic=settings.work_topic, partition="0", offset="12",
+                                 error_type="MessageError", reason="job_id must be a string", attempts=1)),
         ],
     }

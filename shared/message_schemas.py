@@ -36,6 +36,8 @@ from shared.messages import (
     MAX_CORRELATION_ID_CHARS,
     QUESTION_DELETED,
     QUESTION_UPSERTED,
+    REFRESH_CHUNK,
+    REFRESH_COMPLETED,
     SCHEMA_VERSION,
     TRIGGER_REQUEST,
 )
@@ -142,11 +144,30 @@ PAYLOAD_SCHEMAS: dict[str, Schema] = {
                        "description": "200 refreshed, 403 ids not the company's (nothing refreshed), "
                        "500 the refresh failed (nothing changed)."},
             "body": {"type": "object"},
+            "result_location": {
+                "type": "string",
+                "description": "Present when the result was too large for the reply topic "
+                "(REPLY_INLINE_MAX_BYTES): `body` is then its summary, and the full result is stored, served "
+                "by the API at this path (our API reads it from the database).",
+            },
         },
         "if": {"properties": {"status": {"const": 200}}},
-        "then": {"properties": {"body": ref("RefreshResult")}},
+        "then": {
+            "if": {"required": ["result_location"]},
+            "then": {"properties": {"body": ref("RefreshSummary")}},
+            "else": {"properties": {"body": ref("RefreshResult")}},
+        },
         "else": {"properties": {"body": ref("Error")}},
     },
+    "RefreshSummary": closed_object(
+        ["message", "company_id", "assessments_updated"],
+        {
+            "message": {"type": "string"},
+            "company_id": ID,
+            "assessments_updated": {"type": "integer", "minimum": 0},
+        },
+        description="A refresh result without its `details` (a claim check: see `result_location`).",
+    ),
     "QuestionDeleted": {
         "type": "object",
         "description": "The bank deleted a question: every assessment of every company using it is refreshed.",
@@ -203,6 +224,38 @@ PAYLOAD_SCHEMAS: dict[str, Schema] = {
         },
         description="One assessment a refresh changed (an unchanged one gets no event).",
     ),
+    "RefreshCompleted": closed_object(
+        ["schema_version", "event_id", "type", "trigger", "occurred_at", "assessments", "changed",
+         "questions_refreshed", "deleted_questions_replaced", "deleted_questions_not_replaced", "chunks"],
+        {
+            "schema_version": _VERSION,
+            "event_id": {"type": "string", "format": "uuid"},
+            "type": {"type": "string", "const": REFRESH_COMPLETED},
+            "trigger": ref("DeletionTrigger"),
+            "occurred_at": _TIMESTAMP,
+            "assessments": {"type": "integer", "minimum": 0, "description": "Assessments the deletion touched."},
+            "changed": {"type": "integer", "minimum": 0, "description": "Of which changed (one event each)."},
+            "questions_refreshed": {"type": "integer", "minimum": 0},
+            "deleted_questions_replaced": {"type": "integer", "minimum": 0},
+            "deleted_questions_not_replaced": {"type": "integer", "minimum": 0},
+            "chunks": {"type": "integer", "minimum": 0,
+                       "description": "Chunks of the work topic it took; 0 when it fitted in one transaction."},
+        },
+        description="A deletion's whole fan-out is done: after every `assessment.refreshed` event it caused.",
+    ),
+    "RefreshChunk": {
+        "type": "object",
+        "description": "Internal: refresh chunk `chunk` of job `job_id` (a request or a deletion larger than "
+        "REFRESH_CHUNK_SIZE assessments). The chunk's assessments are in the database, so the record stays small.",
+        "required": ["schema_version", "type", "job_id", "chunk"],
+        "properties": {
+            "schema_version": _VERSION,
+            "type": {"type": "string", "const": REFRESH_CHUNK},
+            "job_id": {"type": "string", "minLength": 1,
+                       "description": "The id of the message that started the job (request id or event id)."},
+            "chunk": {"type": "integer", "minimum": 0},
+        },
+    },
     "RequestTrigger": closed_object(
         ["type", "request_id"],
         {"type": {"type": "string", "const": TRIGGER_REQUEST}, "request_id": {"type": "string"}},
@@ -260,6 +313,11 @@ HEADER_SCHEMAS: dict[str, Schema] = {
                                 "request's id, or the question event's `event_id`."},
         HEADER_CONTENT_TYPE: _CONTENT_TYPE,
     }),
+    "RefreshCompleted": _headers([HEADER_CORRELATION_ID, HEADER_CONTENT_TYPE], {
+        HEADER_CORRELATION_ID: {**_CORRELATION_ID, "description": "The deletion event's `event_id`."},
+        HEADER_CONTENT_TYPE: _CONTENT_TYPE,
+    }),
+    "RefreshChunk": _headers([HEADER_CONTENT_TYPE], {HEADER_CONTENT_TYPE: _CONTENT_TYPE}),
     "DeadLetter": _headers(
         [name for name, h in DLQ_HEADERS.items() if h.always],
         {
@@ -278,5 +336,9 @@ KEY_SCHEMAS: dict[str, Schema] = {
     "QuestionEvent": {**_DECIMAL, "description": "The qid, decimal: one question's events stay in order.",
                       "examples": ["150"]},
     "AssessmentRefreshed": {**_DECIMAL, "description": "The oid, decimal.", "examples": ["11"]},
+    "RefreshCompleted": {**_DECIMAL, "description": "The deleted question's qid, decimal.", "examples": ["150"]},
+    "RefreshChunk": {"type": "string", "pattern": "^.+/chunk/[0-9]+$",
+                     "description": "`<job_id>/chunk/<chunk>`: a job's chunks spread over every partition, so "
+                     "every member of the work group shares it."},
     "DeadLetter": {"description": "The original record's key, unchanged."},
 }

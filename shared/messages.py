@@ -123,11 +123,11 @@ def trace_context_of(headers: ReceivedHeaders) -> Context:
     return propagate.extract(headers, getter=_HeaderGetter())
 
 
-def record_headers(correlation_id: str, reply_to: str | None = None) -> Headers:
+def record_headers(correlation_id: str | None = None, reply_to: str | None = None) -> Headers:
     """The headers of every JSON record the service writes: whose request or
-    event it belongs to, where its answer goes (requests only), and its
-    content type (DESIGN.md section 4)."""
-    headers: Headers = [(HEADER_CORRELATION_ID, correlation_id.encode())]
+    event it belongs to (none for a question event or a work chunk), where
+    its answer goes (requests only), and its content type (DESIGN.md section 4)."""
+    headers: Headers = [] if correlation_id is None else [(HEADER_CORRELATION_ID, correlation_id.encode())]
     if reply_to is not None:
         headers.append((HEADER_REPLY_TO, reply_to.encode()))
     headers.append((HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.encode()))
@@ -412,14 +412,16 @@ class RefreshChunk:
 REFRESH_COMPLETED = "refresh.completed"
 
 
-def refresh_completed_event(*, trigger: dict[str, Any], totals: dict[str, int]) -> dict[str, Any]:
+def refresh_completed_event(
+    *, trigger: dict[str, Any], totals: dict[str, int], event_id: str | None = None, occurred_at: str | None = None,
+) -> dict[str, Any]:
     """An ``assessment.refresh.events`` payload: a deletion's whole fan-out is
     done (published once, after the last chunk's ``assessment.refreshed`` events)."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "event_id": new_id(),
+        "event_id": event_id or new_id(),
         "type": REFRESH_COMPLETED,
         "trigger": trigger,
-        "occurred_at": utc_now_iso(),
+        "occurred_at": occurred_at or utc_now_iso(),
         **totals,
     }

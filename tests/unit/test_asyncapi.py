@@ -84,7 +84,8 @@ def test_every_topic_of_the_service_is_a_channel(doc: dict[str, Any]) -> None:
     addresses = {ch["address"] for ch in doc["channels"].values() if ch["address"] is not None}
     assert addresses == set(service_topics(SETTINGS))
     assert addresses == {"assessment.refresh.requests", "assessment.refresh.replies", "question.events",
-                         "assessment.refresh.events", "assessment.refresh.requests.dlq", "question.events.dlq"}
+                         "assessment.refresh.events", "assessment.refresh.work", "assessment.refresh.requests.dlq",
+                         "question.events.dlq", "assessment.refresh.work.dlq"}
 
 
 def test_roles_and_request_reply(doc: dict[str, Any]) -> None:
@@ -94,20 +95,22 @@ def test_roles_and_request_reply(doc: dict[str, Any]) -> None:
     assert {("send", "refreshRequests", "producer_api"), ("receive", "refreshRequests", "consumer"),
             ("send", "questionEvents", "question_bank"), ("receive", "questionEvents", "consumer"),
             ("send", "refreshEvents", "consumer"), ("send", "refreshRequestsDlq", "consumer"),
-            ("send", "questionEventsDlq", "consumer")} == by_role
+            ("send", "questionEventsDlq", "consumer"), ("send", "refreshWork", "consumer"),
+            ("receive", "refreshWork", "consumer"), ("send", "refreshWorkDlq", "consumer")} == by_role
     assert ops["requestRefresh"]["reply"]["channel"] == {"$ref": "#/channels/refreshReplies"}
     assert ops["answerRefreshRequest"]["reply"]["address"]["location"] == f"$message.header#/{HEADER_REPLY_TO}"
     group = ops["answerRefreshRequest"]["bindings"]["kafka"]["groupId"]
     assert group["enum"] == [SETTINGS.consumer_group]
+    assert ops["refreshChunk"]["bindings"]["kafka"]["groupId"]["enum"] == [SETTINGS.work_group]
 
 
 def test_headers_the_contract_names(doc: dict[str, Any]) -> None:
     messages = doc["components"]["messages"]
     request = messages["refreshRequested"]["headers"]["properties"]
     assert {HEADER_CORRELATION_ID, HEADER_REPLY_TO, HEADER_CONTENT_TYPE} <= set(request)
-    for name in ("refreshReply", "assessmentRefreshed"):
+    for name in ("refreshReply", "assessmentRefreshed", "refreshCompleted"):
         assert set(messages[name]["headers"]["required"]) == {HEADER_CORRELATION_ID, HEADER_CONTENT_TYPE}
-    for name in ("deadLetteredRequest", "deadLetteredQuestionEvent"):
+    for name in ("deadLetteredRequest", "deadLetteredQuestionEvent", "deadLetteredChunk"):
         headers = messages[name]["headers"]
         assert set(headers["properties"]) >= set(DLQ_HEADERS)
         assert set(headers["required"]) == {"dlq.original.topic", "dlq.original.partition", "dlq.original.offset",
@@ -132,6 +135,10 @@ def test_a_payload_schema_refuses_what_breaks_the_contract(doc: dict[str, Any]) 
     assert errors(doc, "/components/messages/refreshRequested/payload", {**example, "schema_version": 2})
     reply = doc["components"]["messages"]["refreshReply"]["examples"][0]["payload"]
     assert errors(doc, "/components/messages/refreshReply/payload", {**reply, "body": {"error": "x"}})
+    claim_check = doc["components"]["messages"]["refreshReply"]["examples"][2]["payload"]
+    assert claim_check["result_location"] and "details" not in claim_check["body"]
+    assert errors(doc, "/components/messages/refreshReply/payload", {**claim_check, "body": reply["body"]}), \
+        "a claim check carries the summary, not the details"
     deleted = doc["components"]["messages"]["questionDeleted"]["examples"][0]["payload"]
     assert errors(doc, "/components/messages/questionDeleted/payload", {**deleted, "type": "question.moved"})
     assert errors(doc, "/components/messages/questionDeleted/payload", {**deleted, "occurred_at": "yesterday"})

@@ -21,6 +21,7 @@ from shared.messages import (
     MessageError,
     QuestionDeleted,
     QuestionUpserted,
+    RefreshChunk,
     RefreshReply,
     RefreshRequested,
     decode_question_event,
@@ -65,6 +66,14 @@ def test_every_request_the_schema_allows_is_decoded(payload: dict[str, Any], hea
 def test_every_reply_the_schema_allows_is_decoded(payload: dict[str, Any]) -> None:
     reply = RefreshReply.from_json(wire(payload))
     assert (reply.request_id, reply.status, reply.body) == (payload["request_id"], payload["status"], payload["body"])
+    assert reply.result_location == payload.get("result_location")
+
+
+@ENOUGH
+@given(payload=generated("RefreshChunk"))
+def test_every_chunk_the_schema_allows_is_decoded(payload: dict[str, Any]) -> None:
+    chunk = RefreshChunk.from_json(wire(payload))
+    assert (chunk.job_id, chunk.idx) == (payload["job_id"], payload["chunk"])
 
 
 @ENOUGH
@@ -86,6 +95,7 @@ def test_every_upsert_the_schema_allows_is_decoded(payload: dict[str, Any]) -> N
 DECODERS = {
     "refreshRequested": lambda value: RefreshRequested.from_record(value, [(HEADER_CORRELATION_ID, b"r-1")]),
     "refreshReply": RefreshReply.from_json,
+    "refreshChunk": RefreshChunk.from_json,
     "questionDeleted": decode_question_event,
     "questionUpserted": decode_question_event,
 }
