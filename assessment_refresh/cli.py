@@ -18,6 +18,7 @@ from assessment_refresh.cli_options import (
     resolve_own_options,
     setting,
 )
+from assessment_refresh.dev_extra import MissingDevExtra
 from assessment_refresh.dev_settings import DEFAULT_DATA_DIR, use_running_dev
 from shared.kafka_properties import ConfigurationError
 from shared.log_setup import setup_logging
@@ -276,13 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     deleted.add_argument("qid", type=int, help="the deleted question's id")
     publish.set_defaults(func=cmd_publish)
 
-    dev = sub.add_parser("dev", help="run everything locally: embedded PostgreSQL, a broker, API, consumer, demo data")
+    dev = sub.add_parser("dev", help="run everything locally: embedded PostgreSQL, a broker, API, consumer, demo data "
+                         "(needs the dev extra: pip install 'assessment-refresh[dev]')")
     own(dev, "--data-dir", "DEV_DATA_DIR", "where the embedded PostgreSQL (and with --broker kafka, the Kafka log) "
         "keeps its data, and where the running dev's settings.env is", default=DEFAULT_DATA_DIR, metavar="DIR")
     own(dev, "--api-port", "DEV_API_PORT", "the API's port", default=8000, convert=_listening_port, metavar="PORT")
     dev.add_argument("--port", dest="api_port", type=listening_port, help=argparse.SUPPRESS)  # its first name
     own(dev, "--kafka-port", "DEV_KAFKA_PORT", "the broker's port", default=9092, convert=_listening_port, metavar="PORT")
-    own(dev, "--broker", "DEV_BROKER", "tansu: a wheel, nothing to install; kafka: a local Apache Kafka "
+    own(dev, "--broker", "DEV_BROKER", "tansu: a wheel of the dev extra, nothing else to install; kafka: a local Apache Kafka "
         "(needs Java 17+, and Maven for the first start)", default="tansu", convert=_broker, metavar="{tansu,kafka}")
     dev.set_defaults(func=cmd_dev)
     return parser
@@ -331,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: PostgreSQL at {_shown_url(settings.database_url)} did not answer: "
               f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}", file=sys.stderr)
         return 1
+    except MissingDevExtra as exc:
+        print(f"error: {exc}", file=sys.stderr)  # an install step, not a bug: no traceback
+        return 2
 
 
 def _shown_url(url: str) -> str:

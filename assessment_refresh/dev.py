@@ -1,4 +1,5 @@
-"""`assessment-refresh dev`: the whole service on this machine, with nothing installed.
+"""`assessment-refresh dev`: the whole service on this machine, with nothing installed
+but the ``dev`` extra (assessment_refresh.dev_extra).
 
 Starts an embedded PostgreSQL (data kept in --data-dir) and a broker, migrates,
 loads the demo world, runs one consumer and one API process, prints a curl
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from assessment_refresh import dev_settings
+from assessment_refresh import dev_extra, dev_settings
 from assessment_refresh.loader import load_world, read_world
 from assessment_refresh.local_servers import TansuBroker, embedded_postgres_url, port_taken
 from consumer.topics import service_topics
@@ -86,6 +87,11 @@ def missing_tools_message(missing: list[str]) -> str:
 def run_dev(data_dir: Path, api_port: int = 8000, kafka_port: int = 9092, broker: str = "tansu") -> int:
     if broker not in BROKERS:
         raise ValueError(f"broker must be one of {BROKERS}, not {broker!r}")
+    # Before anything starts: without the dev extra, one line saying what to install.
+    dev_extra.require(
+        "assessment-refresh dev",
+        dev_extra.EMBEDDED_POSTGRES, *([dev_extra.TANSU] if broker == "tansu" else []),
+    )
     if broker == "kafka":
         from assessment_refresh.apache_kafka import missing_tools
 

