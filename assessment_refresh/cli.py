@@ -23,6 +23,7 @@ from assessment_refresh.dev_settings import DEFAULT_DATA_DIR, use_running_dev
 from shared.kafka_properties import ConfigurationError
 from shared.log_setup import setup_logging
 from shared.settings import Settings
+from shared.version import __version__
 
 
 def _settings(**flags: object) -> Settings:
@@ -217,6 +218,7 @@ settings when none of them is set otherwise, and say so on stderr."""
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="assessment-refresh", description=__doc__, epilog=MAIN_EPILOG,
                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     api = sub.add_parser("api", help="serve the REST API (uvicorn)", epilog=API_EPILOG,

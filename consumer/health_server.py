@@ -14,6 +14,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.version import __version__
+
 log = logging.getLogger(__name__)
 
 # name -> check; a check returns True when that part is fine.
@@ -34,7 +36,7 @@ class HealthServer:
                 if self.path == "/metrics":
                     self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
-                    self._send_json(200, {"status": "ok"})
+                    self._send_json(200, {"status": "ok", "version": __version__})
                 elif self.path == "/readyz":
                     results = server.readiness()
                     ready = all(results.values())

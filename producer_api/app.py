@@ -35,6 +35,7 @@ from shared.log_setup import bind
 from shared.messages import STATUS_PATH, MessageError, RefreshReply, RefreshRequested, new_id, status_location
 from shared.settings import Settings
 from shared.tracing import setup_tracing
+from shared.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,20 @@ async def timed_out(services: Services, command: RefreshRequested) -> JSONRespon
 
 
 async def healthz(_request: Request) -> JSONResponse:
-    return JSONResponse({"status": "ok"})
+    """The process is up (a liveness probe); it checks nothing else, and names the version running.
+
+    ---
+    summary: Liveness, and the version of the service
+    operationId: healthz
+    security: []
+    responses:
+      "200":
+        description: The process is up. `GET /readyz` says whether it can serve refreshes.
+        content:
+          application/json:
+            schema: {$ref: "#/components/schemas/Health"}
+    """
+    return JSONResponse({"status": "ok", "version": __version__})
 
 
 async def readyz(request: Request) -> JSONResponse:

@@ -32,6 +32,7 @@ from swagger_ui_bundle import swagger_ui_path
 from shared import asyncapi
 from shared.message_schemas import ID, RESULT_SCHEMAS, closed_object
 from shared.settings import Settings
+from shared.version import __version__
 
 DOCS_PATH = "/docs"
 DOCS_ASSETS_PATH = "/docs/assets"
@@ -81,6 +82,18 @@ SCHEMAS: dict[str, Any] = {
         ["error", "request_id", "location"],
         {"error": {"type": "string"}, "request_id": REQUEST_ID,
          "location": {"type": "string", "description": "Where to poll for the result (as the `Location` header)."}},
+    ),
+    "Health": closed_object(
+        ["status", "version"],
+        {
+            "status": {"type": "string", "enum": ["ok"]},
+            "version": {
+                "type": "string",
+                "description": "The version of the service answering (pyproject.toml's, as installed); "
+                "the same as this document's `info.version`.",
+                "example": __version__,
+            },
+        },
     ),
 }
 
@@ -149,7 +162,8 @@ BASE_SCHEMA: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
         "title": "assessment-refresh",
-        "version": "1",
+        # The service's own version (shared/version.py), so a client sees which release it talks to.
+        "version": __version__,
         "description": "Keeps hiring assessments in line with a changing question bank. "
         "Refreshes run in a consumer behind Kafka; this API waits for their reply, or, with "
         "`Prefer: respond-async`, answers 202 at once and lets the caller poll the result.",

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from assessment_refresh.local_servers import free_port
 from consumer.dead_letters import dlq_topic
 from shared.settings import Settings
+from shared.version import __version__
 from tests.conftest import unique_settings
 from tests.kafka_tools import deleted_event, produce, publish_event, read_topic, upserted_event
 from tests.processes import ServiceProcess, start_api, start_consumer
@@ -138,11 +139,12 @@ def test_metrics_count_what_happened(running: Running, engine: Engine) -> None:
 
 
 def test_health_endpoints_of_both_processes(running: Running) -> None:
-    assert httpx.get(running.api.url + "/healthz", timeout=5).json() == {"status": "ok"}
+    # Both name the version they run (pyproject.toml's), so a rollout can be checked process by process.
+    assert httpx.get(running.api.url + "/healthz", timeout=5).json() == {"status": "ok", "version": __version__}
     api_ready = httpx.get(running.api.url + "/readyz", timeout=5)
     assert (api_ready.status_code, api_ready.json()) == (
         200, {"ready": True, "reply_consumer_assigned": True, "reply_topic": True, "broker": True, "database": True})
-    assert httpx.get(running.consumer_url + "/healthz", timeout=5).json() == {"status": "ok"}
+    assert httpx.get(running.consumer_url + "/healthz", timeout=5).json() == {"status": "ok", "version": __version__}
     def readiness() -> dict[str, bool] | None:
         body = httpx.get(running.consumer_url + "/readyz", timeout=5).json()
         return body if body["ready"] else None

@@ -25,6 +25,7 @@ from starlette.testclient import TestClient
 
 from producer_api.app import create_app
 from shared.settings import Settings
+from shared.version import __version__
 from tests.conftest import unique_settings
 from tests.processes import ServiceProcess, start_api
 from tests.worlds import load, slot_updates_refused, standard_changes, standard_world
@@ -91,6 +92,14 @@ def test_every_response_of_the_rest_contract_is_described(document: dict[str, An
     detail = components["schemas"]["AssessmentDetail"]["properties"]
     assert {"replacements", "replacement_failures", "refreshed_qids", "status"} <= set(detail)
     assert refresh["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/RefreshRequest")
+
+
+def test_info_version_is_the_services_and_healthz_needs_no_key(document: dict[str, Any]) -> None:
+    assert document["info"]["version"] == __version__
+    healthz = document["paths"]["/healthz"]["get"]
+    assert healthz["security"] == []
+    assert healthz["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Health")
+    assert document["components"]["schemas"]["Health"]["required"] == ["status", "version"]
 
 
 def test_the_api_key_security_schemes(document: dict[str, Any]) -> None:
@@ -184,6 +193,8 @@ def test_refresh_responses_conform(service: ServiceProcess, service_settings: Se
     assert check(spec, post(service, {"assessment_ids": [21, 99]})).status_code == 403
     too_large = b'{"assessment_ids": [' + b"1," * service_settings.max_body_bytes + b"1]}"
     assert check(spec, post(service, raw=too_large)).status_code == 413
+    health = check(spec, httpx.get(service.url + "/healthz", timeout=5), "/healthz")
+    assert health.json() == {"status": "ok", "version": __version__}
 
 
 @pytest.mark.e2e
