@@ -37,7 +37,7 @@ FENCE = re.compile(r"^```(\w*)\s*$")
 NOT_RUN = re.compile(r"^<!--\s*not run:\s*(.+?)\s*-->\s*$")
 # The first word of a line that is a command: such a block must be ```sh.
 COMMANDS = ("assessment-refresh", "curl", "pip", "pytest", "python", "python3", "docker", "kcat",
-            "kafka-consumer-groups", "export", "echo", "grep", "cat", "psql", "set")
+            "kafka-consumer-groups", "export", "echo", "grep", "cat", "psql", "set", "uv")
 DEFAULT_PORTS = {"api": 8000, "kafka": 9092, "metrics": 9400}
 BLOCK_TIMEOUT_S = 120
 
