@@ -50,6 +50,14 @@ CHUNKS = Counter(
     "consumers, is the work still queued",
     ["kind", "event"],
 )
+# Every (kind, event) exported from the start, at 0: rate() and "planned
+# minus done" work before the first job, and the dashboard finds the series.
+for _kind in ("request", "question.deleted"):
+    for _event in ("started", "completed"):
+        JOBS.labels(_kind, _event)
+    for _event in ("planned", "done"):
+        CHUNKS.labels(_kind, _event)
+
 LAG = Gauge(
     "assessment_refresh_consumer_lag",
     "Records behind the end of each assigned partition, from librdkafka statistics. On the local Tansu "
