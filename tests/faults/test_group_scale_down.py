@@ -258,6 +258,15 @@ def test_two_members_leaving_at_once_while_a_third_joins_keep_the_group_serving(
         assert not mismatched, f"callers got something other than the stored result: {mismatched[:3]}"
         assert len(after_settle) >= AFTER_CALLS - WORKERS, "the lone member served the calls after the change"
         assert all(h is not None for h in handled), f"every member stopped cleanly and said how much it did: {handled}"
-        assert sum(h or 0 for h in handled) == len(warm_up) + len(calls), \
-            f"a leaving member's finished work was processed again: {handled}"
+        reprocessed = sum(h or 0 for h in handled) - len(warm_up) - len(calls)
+        if protocol == "consumer":
+            assert reprocessed == 0, f"a leaving member's finished work was processed again: {handled}"
+        else:
+            # Classic protocol: the leaving members' last commit can land while
+            # the coordinator completes the rebalance they and the joiner cause,
+            # and be refused; their last batch (at most 100 records each) is
+            # then redone by the survivor, as a redelivery: the inbox makes it
+            # harmless (one stored result per request is asserted above).
+            # Measured: 0 alone, 3 and 80 in full-suite runs on a loaded machine.
+            assert 0 <= reprocessed <= 2 * 100, f"more than the leaving members' last batches redone: {handled}"
         assert dead_letters(settings) == 0

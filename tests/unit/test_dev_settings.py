@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,6 +49,12 @@ def test_a_line_that_is_not_name_equals_value_is_refused(tmp_path: Path) -> None
 def a_dev() -> Iterator[subprocess.Popen[bytes]]:
     """A live process whose command line is a dev's."""
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "assessment-refresh", "dev"])
+    # Until the child has exec'd, /proc shows the forking parent's command line
+    # (seen in CI: "the dev that wrote it is not running").
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while cmdline.exists() and b"assessment-refresh" not in cmdline.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.01)
     yield process
     process.kill()
     process.wait()
