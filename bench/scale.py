@@ -65,7 +65,8 @@ def at_scale(ctx: Ctx) -> None:
 
 def _one_size(ctx: Ctx, sizes: ScaleSizes) -> dict[str, Any]:
     engine = ctx.engine
-    settings = replace(fresh_topics(ctx.base), reply_timeout_s=300.0, rate_limit_per_s=0.0)
+    # Two consumers on one machine: no metrics port (both would want 9400, and the second would exit).
+    settings = replace(fresh_topics(ctx.base), reply_timeout_s=300.0, rate_limit_per_s=0.0, consumer_metrics_port=0)
     t0 = time.perf_counter()
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
@@ -77,6 +78,8 @@ def _one_size(ctx: Ctx, sizes: ScaleSizes) -> dict[str, Any]:
     consumers = [start_consumer(settings, ctx.log_dir) for _ in range(2)]
     api = start_api(settings, ctx.log_dir)
     try:
+        if any(c.process.poll() is not None for c in consumers):
+            raise RuntimeError(f"a consumer exited at start, see {ctx.log_dir}")
         _warm_up(api.url, sizes)
         fan_out = _fan_out(ctx, settings, api.url, sizes, [c.pid for c in consumers])
         company = _company(engine, api.url, sizes)

@@ -98,13 +98,22 @@ _RANKED_CANDIDATES = text(
         SELECT oid, array_agg(qid) AS qids FROM assessment_slots
         WHERE oid = ANY(CAST(:oids AS bigint[])) GROUP BY oid
     )
-    -- Per slot a top-n over its kind's index (a window over every pair measured 1.5-2x slower).
+    -- Per slot a top-n (a window over every pair measured 1.5-2x slower) over
+    -- two ranges of the kind-and-owner index: the public questions and the
+    -- company's own (filtering every company's own out of the kind's rows
+    -- grew with the number of companies).
     SELECT d.oid, d.section_idx, d.question_idx, c.qid
     FROM d JOIN used u ON u.oid = d.oid
     CROSS JOIN LATERAL (
-        SELECT q.qid, {_RANK} AS rank FROM questions q
-        WHERE q.type = d.type AND q.skill = d.skill AND q.difficulty = d.difficulty AND NOT q.deleted
-          AND (q.company_id IS NULL OR q.company_id = d.company_id) AND q.qid <> ALL(u.qids)
+        SELECT q.qid, {_RANK} AS rank FROM (
+            SELECT qid FROM questions
+            WHERE type = d.type AND skill = d.skill AND difficulty = d.difficulty AND NOT deleted
+              AND company_id IS NULL
+            UNION ALL
+            SELECT qid FROM questions
+            WHERE type = d.type AND skill = d.skill AND difficulty = d.difficulty AND NOT deleted
+              AND company_id = d.company_id) q
+        WHERE q.qid <> ALL(u.qids)
         ORDER BY 2, 1 LIMIT d.need) c
     ORDER BY d.oid, d.section_idx, d.question_idx, c.rank, c.qid
     """

@@ -58,12 +58,14 @@ questions = Table(
     # occurred_at of the newest upstream event applied; older events are skipped.
     Column("event_time", DateTime(timezone=True)),
 )
-# Candidate look-up for replacements: active questions of one kind.
+# Candidate look-up for replacements: active questions of one kind, public
+# (company_id NULL) or one company's, each an index range (migration 0007).
 Index(
-    "ix_questions_kind_active",
+    "ix_questions_kind_owner_active",
     questions.c.type,
     questions.c.skill,
     questions.c.difficulty,
+    questions.c.company_id,
     postgresql_where=~questions.c.deleted,
 )
 
