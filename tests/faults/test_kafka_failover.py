@@ -19,8 +19,9 @@ which the test checks against the stored results and the reply topic.
 
 A second API process, a quarter of the calls, runs with the produce deadline
 of before (2.5 s, what the failover of the issue that changed this ran on):
-it cannot wait the election out, and is held to the same honesty. Its
-callers whose delivery was not confirmed get 504, and its Location then
+it cannot wait the election out, and is held to the same honesty (48 more
+calls go to it from the kill on, so that some are produced during the
+election). Its callers whose delivery was not confirmed get 504, and its Location then
 holds the result or, past the bound, says the request was never received,
 which the test checks is true.
 """
@@ -90,6 +91,7 @@ BROKER_TIMEOUT_S = Settings.broker_timeout_s  # the service's defaults (module d
 REPLY_TIMEOUT_S = Settings.reply_timeout_s
 SHORT_BROKER_TIMEOUT_S = 2.5  # the second API's: the default before, shorter than the election
 SHORT_API_EVERY = 4  # every 4th call goes to it
+PROBES = 48  # and these, 8 at a time from the kill on: calls produced during the election
 FAILOVER_BOUND_S = 30.0  # the busiest partition has a live leader again within this
 
 
@@ -142,6 +144,10 @@ def plan_calls(rng: Any) -> list[Call]:
     return calls
 
 
+def plan_probes(rng: Any) -> list[Call]:
+    return [Call(REQUESTS + k, c.company, c.ids, 200, api=1) for k, c in enumerate(plan_calls(rng)[:PROBES])]
+
+
 def cluster_logs(cluster: ApacheKafka) -> Any:
     return lambda: "\n".join(f"----- kafka node {n.node_id} (pid {n.pid}) -----\n{n.log_tail()}" for n in cluster.nodes)
 
@@ -191,6 +197,7 @@ class Failover(threading.Thread):
         self.coordinator: int | None = None  # the group's coordinator when the victim died
         self.new_leader: int | None = None
         self.killed_at: float | None = None
+        self.killed = threading.Event()
         self.failover_s: float | None = None
         self.error: BaseException | None = None
 
@@ -207,6 +214,7 @@ class Failover(threading.Thread):
             self.coordinator = admin.describe_consumer_groups([group], request_timeout=10)[group].result().coordinator.id
             self.cluster.kill(self.victim)
             self.killed_at = time.monotonic()
+            self.killed.set()
             live = ",".join(n.address for n in self.cluster.nodes if n.running)
             deadline = self.killed_at + FAILOVER_BOUND_S
             while time.monotonic() < deadline:
@@ -270,6 +278,7 @@ def test_a_partition_leader_killed_under_load_loses_and_duplicates_nothing(
                 assert set(replicas.values()) == {3}, f"the service's topics are replicated three times: {replicas}"
 
                 calls = plan_calls(rng)
+                probes = plan_probes(rng)
                 progress = Progress()
                 events = [deleted_event(10000 + i) for i in rng.sample(range(DELETIONS), DELETIONS)]
                 # Events go out between 10 % and 70 % of the load, the kill at 45 %.
@@ -278,18 +287,23 @@ def test_a_partition_leader_killed_under_load_loses_and_duplicates_nothing(
                 failover = Failover(cluster, settings, progress, KILL_AT)
                 client_timeout = BROKER_TIMEOUT_S + REPLY_TIMEOUT_S + 15
                 started = time.monotonic()
+                prober = threading.Thread(name="probes", daemon=True, target=lambda: failover.killed.wait(
+                    FAILOVER_BOUND_S * 4) and run_calls(urls, probes, workers=8, client_timeout=client_timeout))
                 feed.start()
                 failover.start()
+                prober.start()
                 run_calls(urls, calls, workers=IN_FLIGHT, client_timeout=client_timeout, progress=progress)
                 load_seconds = time.monotonic() - started
                 failover.join(FAILOVER_BOUND_S + 10)
+                prober.join(client_timeout * PROBES / 8)
+                assert not prober.is_alive(), "the probes did not finish"
                 # A 504 names where its result will be: the caller polls it
                 # until it holds the result or says the request never arrived.
-                located = follow_locations(urls, [c for c in calls if c.status == 504], api_settings)
+                every_call = [*calls, *probes]
+                located = follow_locations(urls, [c for c in every_call if c.status == 504], api_settings)
                 feed.join(60)
                 assert feed.error is None and not feed.is_alive() and feed.undelivered == 0, feed.error
                 assert len(feed.published) == DELETIONS
-                every_call = calls
                 written = [c for c in every_call if c.status == 200 or (c.status == 504 and located[c.n][0] == 200)]
                 wait_for_backlog(engine, {"refresh.request": len(written), "question.deleted": DELETIONS}, timeout=90)
                 backlog_seconds = time.monotonic() - started - load_seconds
@@ -312,14 +326,14 @@ def test_a_partition_leader_killed_under_load_loses_and_duplicates_nothing(
             ledger = stored_replacements(results)
             twice = replaced_more_than_once(ledger)
             no_answer = [c for c in every_call if c.status is None]
-            refused = [c for c in calls if c.status == 503]
+            refused = [c for c in every_call if c.status == 503]
             refused_but_written = [c for c in refused if c.request_id is None
                                    or c.request_id in requests or c.request_id in replies]
             unknown_but_written = [c for c in never_received if c.request_id in requests or c.request_id in replies
                                    or finally_located[c.n][0] != 404]
             unanswered = [c for c in calls if c.api == 0 and not (
                 c.status == 200 or (c.status == 504 and located[c.n][0] == 200))]
-            odd = [c for c in calls if c.status not in (200, 503, 504)
+            odd = [c for c in every_call if c.status not in (200, 503, 504)
                    or (c.status == 504 and located[c.n][0] not in (200, 404))]
             without_result = [c for c in written if c.request_id not in requests]
             answers = {c.n: (c.status, c.body) if c.status == 200 else located.get(c.n) for c in every_call}
@@ -328,7 +342,7 @@ def test_a_partition_leader_killed_under_load_loses_and_duplicates_nothing(
             two_replies = {rid: r for rid, r in replies.items() if len({json.dumps(x, sort_keys=True) for x in r}) > 1}
             unreplied = [c for c in written if c.request_id in requests and c.request_id not in replies]
             lost = len(no_answer) + len(without_result)
-            by_api = [[c for c in calls if c.api == i] for i in range(len(apis))]
+            by_api = [[c for c in calls if c.api == i] for i in range(len(apis))]  # the load, apart from the probes
             duplicated = len(twice) + len(event_problems) + len(two_replies)
             figures.values.update(
                 requests=len(calls), in_flight=IN_FLIGHT, broker_timeout_s=BROKER_TIMEOUT_S,
@@ -341,6 +355,8 @@ def test_a_partition_leader_killed_under_load_loses_and_duplicates_nothing(
                 location_statuses=location_statuses(by_api[0], located),
                 short_statuses=statuses(by_api[1]), short_max_wait_s=max_wait(by_api[1]),
                 short_location_statuses=location_statuses(by_api[1], located),
+                probe_statuses=statuses(probes), probe_max_wait_s=max_wait(probes),
+                probe_location_statuses=location_statuses(probes, located),
                 told_503=len(refused), told_503_but_written=len(refused_but_written),
                 never_received=len(never_received), never_received_but_written=len(unknown_but_written),
                 lost=lost, duplicated=duplicated,
