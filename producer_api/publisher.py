@@ -34,8 +34,6 @@ from shared.messages import HEADER_CORRELATION_ID, Headers, header, with_trace_c
 from shared.settings import Settings
 from shared.tracing import messaging_attributes, tracer
 
-__all__ = ["BrokerUnavailable", "DeliveryUnconfirmed", "RequestPublisher"]
-
 # librdkafka looks for timed-out messages once a second: a message fails between
 # message.timeout.ms and a second later (measured: 2.5-3.5 s for 2.5 s).
 TIMEOUT_SCAN_S = 1.0
@@ -122,11 +120,9 @@ class RequestPublisher:
         try:
             # message.timeout.ms normally ends the wait first; this bound holds
             # whatever the client does.
-            written = await asyncio.wait_for(delivered, self._timeout_s + TIMEOUT_SCAN_S)
+            return await asyncio.wait_for(delivered, self._timeout_s + TIMEOUT_SCAN_S)
         except TimeoutError as exc:
             raise DeliveryUnconfirmed("no delivery report in time") from exc
-        self.link.saw_up()
-        return written
 
 
 def _settle(future: asyncio.Future[tuple[int, int]], err: KafkaError | None, msg: Message) -> None:
