@@ -24,9 +24,12 @@ HTTP_DURATION = Histogram(
 REPLIES_AWAITED = Gauge(
     "assessment_refresh_replies_awaited", "Refresh requests of this process waiting for their reply right now"
 )
-REPLY_TIMEOUTS = Counter("assessment_refresh_reply_timeouts_total", "Requests answered 504: no reply in time")
+REPLY_TIMEOUTS = Counter(
+    "assessment_refresh_reply_timeouts_total",
+    "Requests answered 504: no reply, or no delivery confirmation (perhaps written), in time",
+)
 BROKER_UNAVAILABLE = Counter(
-    "assessment_refresh_broker_unavailable_total", "Requests answered 503: the broker did not take them"
+    "assessment_refresh_broker_unavailable_total", "Requests answered 503: certainly not written (no broker connection, or refused)"
 )
 REQUESTS_PUBLISHED = Counter(
     "assessment_refresh_requests_published_total", "Refresh requests delivered to the broker", ["mode"]

@@ -22,11 +22,11 @@ from producer_api.api_metrics import (
     metrics,
 )
 from producer_api.auth import admit_key, company_of_key
+from producer_api.delivery import BrokerUnavailable, DeliveryUnconfirmed
 from producer_api.dispatch import publish_request
 from producer_api.errors import EXCEPTION_HANDLERS, error
 from producer_api.http_tracing import tracing_middleware
 from producer_api.openapi import docs_routes
-from producer_api.publisher import BrokerUnavailable
 from producer_api.replies import await_reply
 from producer_api.services import Services, lifespan
 from producer_api.validation import BadRequest, parse_assessment_ids
@@ -145,12 +145,15 @@ async def call_consumer(services: Services, command: RefreshRequested) -> JSONRe
         received = await await_reply(reply_future, settings.reply_topic, request_id, settings.reply_timeout_s)
     except BrokerUnavailable as exc:
         BROKER_UNAVAILABLE.inc()
-        log.warning("request %s not delivered: %s", request_id, exc)
-        # Not "not sent": a request whose delivery timed out in flight may have
-        # been written (measured in a leader failover), and then it is
-        # processed once, under this request_id, which the body names.
-        return error(503, "Message broker unavailable: the broker did not confirm the request in time",
-                     request_id=request_id)
+        log.warning("request %s not written: %s", request_id, exc)
+        return error(503, "Message broker unavailable: the request was not sent", request_id=request_id)
+    except DeliveryUnconfirmed as exc:
+        # Perhaps written (a leader election outlasting BROKER_TIMEOUT_S): then
+        # it is processed once, under this request_id, and its result is at
+        # the Location; never a 503, which would say it was not.
+        REPLY_TIMEOUTS.inc()
+        log.warning("request %s: delivery not confirmed: %s", request_id, exc)
+        return await timed_out(services, command, delivery_confirmed=False)
     except TimeoutError:
         REPLY_TIMEOUTS.inc()
         log.warning("request %s: no reply within %.0f s", request_id, settings.reply_timeout_s)
@@ -171,18 +174,23 @@ async def call_consumer(services: Services, command: RefreshRequested) -> JSONRe
     return JSONResponse(body, status_code=reply.status, headers={"X-Request-Id": request_id})
 
 
-async def timed_out(services: Services, command: RefreshRequested) -> JSONResponse:
+async def timed_out(services: Services, command: RefreshRequested, *, delivery_confirmed: bool = True) -> JSONResponse:
     """504, with where the result will be: the request is recorded as the
     async mode records its requests, so that polling the Location answers 202
-    while it runs and the full report when it is done."""
+    while it runs and the full report when it is done. A request whose
+    delivery was not confirmed is recorded as such: if no result comes within
+    a bound, the Location says the service never received it
+    (async_results.unconfirmed_bound_s)."""
     request_id = command.request_id
     location = status_location(request_id)
     try:
-        await run_in_threadpool(async_results.record_accepted, services.engine, request_id, command.company_id)
+        await run_in_threadpool(async_results.record_accepted, services.engine, request_id, command.company_id,
+                                delivery_confirmed)
     except SQLAlchemyError:
         log.exception("cannot record timed-out request %s for polling", request_id)
-    return error(504, "Timed out waiting for the refresh result", headers={"Location": location},
-                 request_id=request_id, location=location)
+    message = ("Timed out waiting for the refresh result" if delivery_confirmed
+               else "Timed out waiting for the broker to confirm the request: it may have been written")
+    return error(504, message, headers={"Location": location}, request_id=request_id, location=location)
 
 
 async def healthz(_request: Request) -> JSONResponse:

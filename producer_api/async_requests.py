@@ -10,6 +10,11 @@ of other companies cannot be probed).
 Where results are kept and read from is producer_api/async_results.py; the
 accepting API listens for the reply on the reply topic so that it can keep
 the replies the consumer does not store (a dead-lettered request's 500).
+
+A request whose delivery the broker did not confirm in time may have been
+written: it is answered 504 with its Location, as a synchronous call is
+(producer_api/delivery.py), and its Location says it was never received once
+``async_results.unconfirmed_bound_s`` has passed without a result.
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ from starlette.responses import JSONResponse
 from producer_api import async_results
 from producer_api.api_metrics import BROKER_UNAVAILABLE, REQUESTS_PUBLISHED
 from producer_api.auth import admit_key, company_of_key
+from producer_api.delivery import BrokerUnavailable, DeliveryUnconfirmed
 from producer_api.dispatch import publish_request
 from producer_api.errors import error
-from producer_api.publisher import BrokerUnavailable
 from producer_api.replies import Reply
 from producer_api.services import Services
 from shared.messages import MessageError, RefreshReply, RefreshRequested, status_location
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +74,9 @@ def pending(request_id: str) -> JSONResponse:
 
 
 async def accept(services: Services, command: RefreshRequested) -> JSONResponse:
-    """Record, publish, answer 202. A request that cannot be published is not
-    accepted: 503 and no record, so its id never reads as pending."""
+    """Record, publish, answer 202. A request that was certainly not published
+    is not accepted: 503 and no record, so its id never reads as pending. One
+    that perhaps was is 504 with its Location."""
     request_id, waiter = command.request_id, services.waiter
     try:
         await run_in_threadpool(async_results.record_accepted, services.engine, request_id, command.company_id)
@@ -85,7 +92,15 @@ async def accept(services: Services, command: RefreshRequested) -> JSONResponse:
         log.warning("async request %s not delivered: %s", request_id, exc)
         waiter.forget(request_id)
         await run_in_threadpool(_forget_accepted, services.engine, request_id)
-        return error(503, "Message broker unavailable, request not sent")
+        return error(503, "Message broker unavailable, request not sent", request_id=request_id)
+    except DeliveryUnconfirmed as exc:
+        log.warning("async request %s: delivery not confirmed: %s", request_id, exc)
+        await run_in_threadpool(_mark_unconfirmed, services.engine, request_id)
+        _keep_reply_when_it_comes(services.engine, waiter.loop, request_id, reply)
+        waiter.loop.call_later(REPLY_WATCH_S, waiter.forget, request_id)
+        location = status_location(request_id)
+        return error(504, "Timed out waiting for the broker to confirm the request: it may have been written",
+                     headers={"Location": location}, request_id=request_id, location=location)
     _keep_reply_when_it_comes(services.engine, waiter.loop, request_id, reply)
     waiter.loop.call_later(REPLY_WATCH_S, waiter.forget, request_id)
     response = pending(request_id)
@@ -126,12 +141,15 @@ async def refresh_request_status(request: Request) -> JSONResponse:
     if len(request_id) > MAX_REQUEST_ID_CHARS or "\x00" in request_id:
         return unknown_request()
     try:
-        found = await run_in_threadpool(async_results.find, services.engine, request_id, company_id)
+        found = await run_in_threadpool(async_results.find, services.engine, request_id, company_id,
+                                        async_results.unconfirmed_bound_s(services.settings))
     except SQLAlchemyError:
         log.exception("cannot read async request %s", request_id)
         return error(503, "Database unavailable, try again later")
     if found is None:
         return unknown_request()
+    if not found.received:
+        return never_received(services.settings, request_id)
     if found.status is None:
         return pending(request_id)
     return JSONResponse(found.body, status_code=found.status, headers={"X-Request-Id": request_id})
@@ -139,6 +157,16 @@ async def refresh_request_status(request: Request) -> JSONResponse:
 
 def unknown_request() -> JSONResponse:
     return error(404, "Unknown refresh request id")
+
+
+def never_received(settings: Settings, request_id: str) -> JSONResponse:
+    """A 504 whose delivery was not confirmed, and no result since: the
+    request was most likely never written; sending it again is safe (a
+    refresh is idempotent: should the first arrive after all, the second
+    reports no change)."""
+    bound = async_results.unconfirmed_bound_s(settings)
+    return error(404, f"Unknown refresh request id: the broker never confirmed it and no result came within "
+                      f"{bound:.0f} s; send the refresh again", request_id=request_id)
 
 
 # -- keeping the reply seen on the reply topic -------------------------------
@@ -162,6 +190,14 @@ def _store_reply(engine: Engine, request_id: str, value: bytes) -> None:
         # The consumer's own record still answers GET for every reply but a
         # dead-lettered one's; that one then stays pending.
         log.warning("cannot keep the reply to async request %s: %s", request_id, exc)
+
+
+def _mark_unconfirmed(engine: Engine, request_id: str) -> None:
+    try:
+        async_results.mark_unconfirmed(engine, request_id)
+    except SQLAlchemyError as exc:
+        # The row stays pending (as a confirmed one would): never a false "unknown".
+        log.warning("cannot mark async request %s unconfirmed: %s", request_id, exc)
 
 
 def _forget_accepted(engine: Engine, request_id: str) -> None:

@@ -8,7 +8,8 @@ from shared.settings import Settings
 
 
 async def publish_request(settings: Settings, publisher: RequestPublisher, command: RefreshRequested) -> None:
-    """Deliver the request or raise BrokerUnavailable.
+    """Deliver the request, or raise BrokerUnavailable (certainly not written)
+    or DeliveryUnconfirmed (perhaps written): producer_api/delivery.py.
 
     Keyed by company: one company's requests stay in order on one partition.
     """

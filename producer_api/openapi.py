@@ -140,12 +140,16 @@ RESPONSES: dict[str, Any] = {
     ),
     "BadReply": _error_response("The consumer's reply could not be read.", "ErrorWithRequestId"),
     "Unavailable": _error_response(
-        "The message broker or the database is unreachable; answered within seconds.", "ErrorMaybeWithRequestId"
+        "Certainly not done: the message broker (no connection to any broker, or it refused the request) "
+        "or the database is unreachable; answered within seconds. Sending the request again is safe.",
+        "ErrorMaybeWithRequestId"
     ),
     "Timeout": _error_response(
-        "No reply within REPLY_TIMEOUT_S. The refresh goes on (a large one is refreshed in chunks): poll "
-        "`Location` (`GET /assessments/refresh-requests/{request_id}`), where the full report appears "
-        "when its last chunk commits.",
+        "Outcome not known yet: no reply within REPLY_TIMEOUT_S, or the broker did not confirm the request "
+        "within BROKER_TIMEOUT_S (it may have been written). Poll `Location` "
+        "(`GET /assessments/refresh-requests/{request_id}`): 202 while pending, the full report when done "
+        "(a large refresh when its last chunk commits); 404 if a request whose delivery was not confirmed "
+        "brought no result within BROKER_TIMEOUT_S + REPLY_TIMEOUT_S of the 504.",
         "TimedOut",
         headers={
             "Location": {
@@ -155,7 +159,11 @@ RESPONSES: dict[str, Any] = {
             },
         },
     ),
-    "UnknownRequest": _error_response("No refresh request with this id for this API key's company."),
+    "UnknownRequest": _error_response(
+        "No refresh request with this id for this API key's company, or (with `request_id`) one answered "
+        "504 whose delivery the broker never confirmed and that brought no result in time: send it again.",
+        "ErrorMaybeWithRequestId",
+    ),
 }
 
 BASE_SCHEMA: dict[str, Any] = {

@@ -174,6 +174,22 @@ def run_calls(
             c.close()
 
 
+def follow_location(base: str, call: Call, *, bound: float, interval: float = 0.5) -> tuple[int | None, Any]:
+    """What a 504's Location answers once it stops answering 202 (pending),
+    as its caller would poll it: (status, body); (202, ...) if still pending
+    after ``bound`` s, (None, error) if it has no Location."""
+    location = call.body.get("location") if isinstance(call.body, dict) else None
+    if not location:
+        return None, f"no location in {call.body!r}"
+    deadline = time.monotonic() + bound
+    with httpx.Client(timeout=10.0) as client:
+        while True:
+            r = client.get(base + location, headers={"apiKey": company_key(call.company)})
+            if r.status_code != 202 or time.monotonic() >= deadline:
+                return r.status_code, r.json()
+            time.sleep(interval)
+
+
 def statuses(calls: Sequence[Call]) -> dict[Any, int]:
     counts: dict[Any, int] = defaultdict(int)
     for c in calls:

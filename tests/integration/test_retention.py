@@ -107,5 +107,5 @@ def test_old_async_requests_are_pruned_and_then_unknown(engine: Engine) -> None:
         conn.execute(text("UPDATE refresh_requests SET accepted_at = now() - interval '8 days' "
                           "WHERE request_id = 'old-request'"))
     assert async_results.prune(engine, RETENTION, 1000) == 1
-    assert async_results.find(engine, "old-request", 7) is None
-    assert async_results.find(engine, "young-request", 7) is not None
+    assert async_results.find(engine, "old-request", 7, 60.0) is None
+    assert async_results.find(engine, "young-request", 7, 60.0) is not None
