@@ -21,7 +21,7 @@ from consumer.refresh_store import (
     refresh_locked,
 )
 from consumer.unit_of_work import UnitOfWork
-from shared import inbox
+from shared import history, inbox
 from shared.inbox import StoredResult
 from shared.log_setup import bind
 from shared.messages import (
@@ -119,10 +119,11 @@ def _refresh(uow: UnitOfWork, request: RefreshRequested) -> StoredResult:
         locked = lock_assessments(uow.conn, request.company_id, request.assessment_ids)
     except AssessmentsNotOwned as exc:
         return StoredResult(403, {"error": str(exc)}, [])
+    trigger = request_trigger(request.request_id)
+    history.note_trigger(uow.conn, trigger, replay=not uow.policy.stored_results)
     plans = refresh_locked(uow.conn, locked)
     reports = [plan.report() for plan in plans]
     uow.after_commit(lambda: count_refreshes("request", reports))
-    trigger = request_trigger(request.request_id)
     company_of = {oid: company for oid, company, _ in locked}
     events = [refresh_event(oid=p.oid, company_id=company_of[p.oid], trigger=trigger, detail=p.report())
               for p in plans if p.changed]

@@ -110,6 +110,7 @@ RULES: Mapping[str, Check] = {
     "retention_hours": above_zero,
     "prune_interval_s": at_least(0),
     "prune_batch_size": at_least(1),
+    "history_retention_hours": at_least(0),
     "log_level": one_of(*LOG_LEVELS, case_insensitive=True),
     "log_format": one_of("json", "text"),
 }

@@ -69,6 +69,8 @@ class Settings:
     # in batches of this many rows, one short transaction each.
     prune_interval_s: float = 600.0
     prune_batch_size: int = 1000
+    # Assessment history rows older than this are pruned; 0 keeps them forever.
+    history_retention_hours: float = 0.0
     # The API's /metrics on a port of its own (off the public one); 0 = on API_PORT.
     api_metrics_host: str = "127.0.0.1"
     api_metrics_port: int = 0
