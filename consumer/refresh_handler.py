@@ -11,6 +11,7 @@ from consumer.bus import Failed
 from consumer.chunk_handler import resend_chunks, start_job
 from consumer.consumer_metrics import count_refreshes
 from consumer.outgoing import refresh_events, reply
+from consumer.preview import preview_requests
 from consumer.refresh_rules import success_body
 from consumer.refresh_store import (
     AssessmentsNotOwned,
@@ -48,7 +49,15 @@ def refresh_requests(settings: Settings, requests: Sequence[RefreshRequested], u
 
     A request for more than REFRESH_CHUNK_SIZE assessments is not refreshed
     here: it becomes a job of chunks on the work topic (consumer/chunk_handler),
-    whose last chunk answers the caller, so the run moves on at once."""
+    whose last chunk answers the caller, so the run moves on at once.
+
+    Previews (``dry_run``) are answered after the run's refreshes, in its
+    transaction, and never touch the inbox (consumer/preview.py)."""
+    previews = [r for r in requests if r.dry_run]
+    if previews:
+        refresh_requests(settings, [r for r in requests if not r.dry_run], uow)
+        preview_requests(settings, previews, uow)
+        return
     stored = uow.stored([r.request_id for r in requests])
     todo: dict[str, RefreshRequested] = {}
     for r in requests:

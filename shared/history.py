@@ -88,6 +88,12 @@ _PAGE = text(
 )
 
 
+def owned_by(conn: Connection, oid: int, company_id: int) -> bool:
+    """The assessment exists and is the company's (its history may be read)."""
+    return conn.execute(text("SELECT 1 FROM assessments WHERE oid = :oid AND company_id = :company"),
+                        {"oid": oid, "company": company_id}).first() is not None
+
+
 def page(conn: Connection, oid: int, *, limit: int, since: datetime | None = None,
          after: Cursor | None = None) -> Page:
     """One assessment's changes, newest first (by time, then id): up to
