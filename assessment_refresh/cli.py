@@ -256,15 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = sub.add_parser("api", help="serve the REST API (uvicorn)", epilog=API_EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    setting(api, "--host", "api_host", "interface to listen on", metavar="HOST")
-    setting(api, "--port", "api_port", "port to listen on", type=port_number, metavar="PORT")
+    setting(api, "--host", "api_host", metavar="HOST")
+    setting(api, "--port", "api_port", type=port_number, metavar="PORT")
     own(api, "--workers", "API_WORKERS", "worker processes: only 1, see below", default=1, convert=int, metavar="N")
     api.set_defaults(func=cmd_api)
 
     consumer = sub.add_parser("consumer", help="run one consumer-group member")
-    setting(consumer, "--metrics-host", "consumer_metrics_host", "interface of /metrics, /healthz, /readyz", metavar="HOST")
-    setting(consumer, "--metrics-port", "consumer_metrics_port", "port of /metrics, /healthz, /readyz; 0: none",
-            type=port_number, metavar="PORT")
+    setting(consumer, "--metrics-host", "consumer_metrics_host", metavar="HOST")
+    setting(consumer, "--metrics-port", "consumer_metrics_port", type=port_number, metavar="PORT")
     consumer.set_defaults(func=cmd_consumer)
 
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
