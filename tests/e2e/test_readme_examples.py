@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from assessment_refresh.apache_kafka import missing_tools
+from assessment_refresh.apache_kafka.jars import broker_classpath
 from assessment_refresh.local_servers import port_outside_ephemeral_range
 from shared.settings import Settings
 from tests.e2e.test_dev_command import STOP_TIMEOUT_S, start_dev
@@ -152,8 +153,10 @@ def _newcomers_environment(ports: dict[str, int]) -> dict[str, str]:
 # every example on it cost 114 s of CI's 20-minute budget. README_EXAMPLES_BROKERS=tansu,kafka runs both.
 @pytest.mark.parametrize("broker", os.environ.get("README_EXAMPLES_BROKERS", "tansu").split(","))
 def test_every_shell_example_runs_against_dev(broker: str, tmp_path: Path) -> None:
-    if broker == "kafka" and missing_tools():
-        pytest.skip(f"the local Apache Kafka needs {', '.join(missing_tools())}")
+    if missing_tools():
+        # dev --broker kafka, and on either broker the manual's examples of Kafka's own tools (kafka-tool).
+        pytest.skip(f"the local Apache Kafka's jars and tools need {', '.join(missing_tools())}")
+    broker_classpath()  # resolved once, before any block's timeout runs (the first time: Maven, minutes)
     ports = {name: port_outside_ephemeral_range() for name in DEFAULT_PORTS}
     env = _newcomers_environment(ports)
     # dev as the README starts it, in a directory of its own (its data in ./.dev).
