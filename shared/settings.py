@@ -80,7 +80,8 @@ class Settings:
         "that long on a replica that saw it); 0 always asks", rule.at_least(0))
     broker_profile: str = setting(
         "kafka", "which broker's quirks to live with: `kafka` (Apache Kafka, or any broker that behaves like it) or "
-        "`tansu` (the dev broker, its workarounds switched on: shared/tansu.py); `dev` and the Tansu tests set it",
+        "`tansu` (the dev broker, its workarounds switched on: shared/tansu.py, listed in docs/tansu.md); `dev` and "
+        "the Tansu tests set it",
         rule.one_of("kafka", "tansu"))
     kafka_group_protocol: str = setting(
         "consumer", "`consumer`: KIP-848 (Kafka 4.x; the broker assigns partitions incrementally and owns the "
