@@ -169,6 +169,39 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dlq(args: argparse.Namespace) -> int:
+    import json
+
+    from assessment_refresh.dlq_list import as_json, as_lines, read_dead_letters
+    from consumer.replay import StartPoint
+    from shared.dlq import dlq_topic
+
+    topic = dlq_topic(args.topic)  # the source topic's name works too
+    if args.from_offset:
+        start = StartPoint(partition=args.from_offset[0], offset=args.from_offset[1])
+    elif args.from_time:
+        start = StartPoint(since=args.from_time)
+    else:
+        start = StartPoint(beginning=True)
+    letters = read_dead_letters(_settings(), topic, start, until=args.to_time)
+    if args.json:
+        print(json.dumps(as_json(topic, letters), indent=2))
+    else:
+        print("\n".join(as_lines(topic, letters)))
+    return 0
+
+
+def cmd_kafka_tool(args: argparse.Namespace) -> int:
+    from assessment_refresh.apache_kafka import MissingTool
+    from assessment_refresh.kafka_tool import run_tool
+
+    try:
+        return run_tool(args.tool, args.args, _settings().kafka_bootstrap_servers)
+    except MissingTool as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     from assessment_refresh.dev import run_dev
 
@@ -206,10 +239,10 @@ reply reader reading every reply, its own rate-limit buckets and its own
 metrics registry) behind one shared port, so /metrics and /readyz would each
 answer for whichever worker took the connection. Scale by running more api
 processes, each on its own port, behind a load balancer (docker-compose.yml
-runs two behind nginx; README, Operations, Scaling)."""
+runs two behind nginx; docs/operations.md#scaling)."""
 
 MAIN_EPILOG = """\
-Every setting is an environment variable (README, Configuration); an option's
+Every setting is an environment variable (docs/configuration.md); an option's
 --help names its variable. With `assessment-refresh dev` running in this
 directory (./.dev/settings.env, or DEV_DATA_DIR), the other commands use its
 settings when none of them is set otherwise, and say so on stderr."""
@@ -223,21 +256,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     api = sub.add_parser("api", help="serve the REST API (uvicorn)", epilog=API_EPILOG,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    setting(api, "--host", "api_host", "interface to listen on", metavar="HOST")
-    setting(api, "--port", "api_port", "port to listen on", type=port_number, metavar="PORT")
+    setting(api, "--host", "api_host", metavar="HOST")
+    setting(api, "--port", "api_port", type=port_number, metavar="PORT")
     own(api, "--workers", "API_WORKERS", "worker processes: only 1, see below", default=1, convert=int, metavar="N")
     api.set_defaults(func=cmd_api)
 
     consumer = sub.add_parser("consumer", help="run one consumer-group member")
-    setting(consumer, "--metrics-host", "consumer_metrics_host", "interface of /metrics, /healthz, /readyz", metavar="HOST")
-    setting(consumer, "--metrics-port", "consumer_metrics_port", "port of /metrics, /healthz, /readyz; 0: none",
-            type=port_number, metavar="PORT")
+    setting(consumer, "--metrics-host", "consumer_metrics_host", metavar="HOST")
+    setting(consumer, "--metrics-port", "consumer_metrics_port", type=port_number, metavar="PORT")
     consumer.set_defaults(func=cmd_consumer)
 
     sub.add_parser("migrate", help="create or upgrade the database schema").set_defaults(func=cmd_migrate)
 
     load = sub.add_parser("load", help="import companies, API keys, questions and assessments from JSON")
-    load.add_argument("file", help="the JSON file (README, Loading data)")
+    load.add_argument("file", help="the JSON file (docs/loading-data.md)")
     own(load, "--quiet", "LOAD_QUIET", "no progress bar (the summary line stays)", flag_only=True, default=False)
     load.set_defaults(func=cmd_load)
 
@@ -263,7 +295,30 @@ def build_parser() -> argparse.ArgumentParser:
     own(replay, "--quiet", "REPLAY_QUIET", "no progress bar", flag_only=True, default=False)
     replay.set_defaults(func=cmd_replay)
 
-    acls = sub.add_parser("acls", help="grant each principal the Kafka ACLs it needs, and only those (README, Security)")
+    dlq = sub.add_parser("dlq", help="list a dead-letter topic's records, where they came from and why they failed; "
+                         "reads only (commits no offset): re-process them with replay")
+    command_line_only(dlq, "--topic", required=True,
+                      help="the DLQ topic, e.g. question.events.dlq (or its source topic's name)")
+    dlq_where = dlq.add_mutually_exclusive_group()
+    command_line_only(dlq_where, "--from-offset", type=_partition_offset, metavar="PARTITION:OFFSET",
+                      help="one partition, from this offset (default: every partition from the beginning)")
+    command_line_only(dlq_where, "--from-time", type=_timestamp, metavar="ISO8601",
+                      help="records dead-lettered at or after this time")
+    command_line_only(dlq, "--to-time", type=_timestamp, metavar="ISO8601", help="records dead-lettered up to this time")
+    command_line_only(dlq, "--json", action="store_true", help="one JSON document: records, count, counts by error")
+    dlq.set_defaults(func=cmd_dlq)
+
+    from assessment_refresh.kafka_tool import TOOLS
+
+    tool = sub.add_parser("kafka-tool", help="run one of Kafka's own command-line tools from the local Kafka's jars "
+                          "(needs Java 17+, and Maven the first time)",
+                          description="Runs Kafka's tool NAME with ARGS, as bin/NAME.sh would; --bootstrap-server "
+                          "defaults to KAFKA_BOOTSTRAP_SERVERS (a running dev's broker next to it).")
+    tool.add_argument("tool", choices=sorted(TOOLS), metavar="NAME", help=f"one of: {', '.join(sorted(TOOLS))}")
+    tool.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the tool's own arguments (its --help)")
+    tool.set_defaults(func=cmd_kafka_tool)
+
+    acls = sub.add_parser("acls", help="grant each principal the Kafka ACLs it needs, and only those (docs/security.md)")
     own(acls, "--api-principal", "ACLS_API_PRINCIPAL", "the API's principal", default="User:api")
     own(acls, "--consumer-principal", "ACLS_CONSUMER_PRINCIPAL", "the consumer's principal", default="User:consumer")
     own(acls, "--bank-principal", "ACLS_BANK_PRINCIPAL", "the question bank, writer of question events",

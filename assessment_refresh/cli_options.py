@@ -3,7 +3,8 @@
 Three kinds of option, and ``--help`` says which each one is:
 
 - a *setting* (``api --port``): the Settings field of that name, read from its
-  variable by Settings.from_env; the flag, when given, overrides it. Help:
+  variable by Settings.from_env; the flag, when given, overrides it. Its help
+  is the setting's declaration (shared/settings.py): its meaning, then
   "(env API_PORT, default 8000)".
 - a command's *own* option (``dev --api-port``): read from its variable
   (``DEV_API_PORT``) when the flag is not given, else its default.
@@ -23,7 +24,7 @@ from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 
 from shared.kafka_properties import ConfigurationError
-from shared.settings import Settings
+from shared.settings import Settings, declaration
 
 OWN_OPTIONS = "_own_options"  # namespace attribute: the chosen subcommand's own options
 
@@ -63,14 +64,17 @@ def boolean(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected 1/true/yes/on or 0/false/no/off, not {value!r}")
 
 
-def _setting_default(name: str) -> object:
-    return next(f.default for f in fields(Settings) if f.name == name)
+def setting_help(name: str) -> str:
+    """An option's help, from the declaration of the setting it overrides."""
+    f = next(f for f in fields(Settings) if f.name == name)
+    declared = declaration(f)
+    meaning = declared.meaning.replace("`", "") if declared else name.replace("_", " ")
+    return f"{meaning} (env {name.upper()}, default {f.default})"
 
 
-def setting(parser: argparse.ArgumentParser, flag: str, name: str, help: str, **kwargs: Any) -> None:
+def setting(parser: argparse.ArgumentParser, flag: str, name: str, **kwargs: Any) -> None:
     """An option that overrides the setting ``name`` (its variable: NAME)."""
-    default = _setting_default(name)
-    parser.add_argument(flag, dest=name, help=f"{help} (env {name.upper()}, default {default})", **kwargs)
+    parser.add_argument(flag, dest=name, help=setting_help(name), **kwargs)
 
 
 @dataclass(frozen=True)

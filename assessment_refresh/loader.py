@@ -1,9 +1,9 @@
 """`assessment-refresh load FILE.json`: companies, API keys, questions and assessments.
 
 The whole file is checked before anything is written, and written in one
-transaction: a bad file imports nothing. Loading is an upsert by id (DESIGN.md
-section 6): a changed question content gets a new version, ``"deleted": true``
-deletes, a new assessment takes snapshots of the bank as it is now and an
+transaction: a bad file imports nothing. Loading is an upsert by id
+(docs/design.md#data-loading): a changed question content gets a new
+version, ``"deleted": true`` deletes, a new assessment takes snapshots of the bank as it is now and an
 existing assessment keeps its snapshots.
 """
 

@@ -153,7 +153,7 @@ def tansu_version() -> str | None:
 def fresh_topics(base: Settings) -> Settings:
     """Unique topic and group names, so no scenario reads another's records
     (and on Tansu, which cannot delete topics, because its fetches slow down as
-    a partition's batch count grows: DESIGN.md section 7)."""
+    a partition's batch count grows: docs/design.md#test-infrastructure)."""
     tag = f"b{uuid.uuid4().hex[:8]}"
     return replace(
         base,

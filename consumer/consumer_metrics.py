@@ -61,7 +61,7 @@ for _kind in ("request", "question.deleted"):
 LAG = Gauge(
     "assessment_refresh_consumer_lag",
     "Records behind the end of each assigned partition, from librdkafka statistics. On the local Tansu "
-    "broker end offsets are reported low (DESIGN.md section 7), so this reads low there.",
+    "broker end offsets are reported low (docs/design.md#test-infrastructure), so this reads low there.",
     ["topic", "partition"],
 )
 

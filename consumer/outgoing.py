@@ -37,7 +37,7 @@ class Outgoing:
 def reply(settings: Settings, reply_to: str | None, correlation_id: str, status: int, body: dict[str, Any]) -> Outgoing:
     """The answer to a request: on the caller's ``reply_to``, under the caller's
     ``correlation_id`` (header, key and the body's ``request_id``), so that any
-    client following DESIGN.md section 4 finds it."""
+    client following docs/design.md#topics-and-messages finds it."""
     if reply_to is not None and not is_topic_name(reply_to):
         # Not a topic anyone can read: answer on our own reply topic (the API
         # replicas drop ids they do not wait for) rather than never moving on.

@@ -1,4 +1,4 @@
-"""The refresh rules (DESIGN.md sections 1-3), as pure functions over plain data.
+"""The refresh rules (docs/design.md#the-job, #rest-contract, #replacement-rule), as pure functions over plain data.
 
 No I/O here: the store loads an assessment and the bank facts it needs, this
 module decides which slots change and how, and the store applies that plan.
@@ -91,7 +91,7 @@ class RefreshPlan:
 
 
 def success_body(company_id: int, details: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The REST answer of a refresh (DESIGN.md section 2), from its report entries in oid order."""
+    """The REST answer of a refresh (docs/design.md#rest-contract), from its report entries in oid order."""
     return {
         "message": f"Successfully refreshed {len(details)} assessment{'' if len(details) == 1 else 's'}",
         "company_id": company_id,

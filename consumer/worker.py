@@ -1,5 +1,5 @@
 """One consumer-group member's poll loop, which keeps the delivery contract
-(DESIGN.md section 5): at least once, effects once.
+(docs/design.md#delivery-guarantees): at least once, effects once.
 
 A batch is handled by the bus (each handler's effects commit together with
 its inbox rows), everything it left to publish is delivered, and only then

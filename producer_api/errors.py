@@ -2,7 +2,7 @@
 
 Starlette answers routing errors (404 unknown path, 405 wrong method) and
 unexpected exceptions with plain text; the handlers below give them the same
-JSON shape as the errors of DESIGN.md section 2, so clients parse one format.
+JSON shape as the errors of docs/design.md#rest-contract, so clients parse one format.
 """
 
 from __future__ import annotations

@@ -163,7 +163,7 @@ class ReplyWaiter:
             return
         if not self.topic_missing:
             log.error("reply topic %s does not exist any more: no reply can reach this API until an operator "
-                      "creates it again (see README, Operations)", topic)
+                      "creates it again (see docs/operations.md)", topic)
         self.topic_missing = True
 
     def _position_at_end(self) -> bool:

@@ -1,4 +1,4 @@
-"""Request body rules of POST /assessments/refresh-assessments (DESIGN.md section 2)."""
+"""Request body rules of POST /assessments/refresh-assessments (docs/design.md#rest-contract)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def parse_assessment_ids(body: bytes, max_ids: int) -> list[int] | None:
 
     An empty body (no bytes), ``{}``, a missing, null or empty ``assessment_ids``
     all mean "every assessment of the company". Anything else, whitespace alone
-    included, must parse as a JSON object (DESIGN.md section 2; the OpenAPI
+    included, must parse as a JSON object (docs/design.md#rest-contract; the OpenAPI
     document says the same). Unknown fields are ignored.
     """
     if body == b"":

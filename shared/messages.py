@@ -66,7 +66,7 @@ def decode_object(value: bytes | None) -> dict[str, Any]:
         raise MessageError("message has no value")
     try:
         # Decoded as UTF-8 first: json.loads(bytes) would also accept UTF-16
-        # and UTF-32, which the contract (DESIGN.md section 4) does not.
+        # and UTF-32, which the contract (docs/design.md#topics-and-messages) does not.
         payload = json.loads(value.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, absurd numbers or nesting
         raise MessageError(f"value is not UTF-8 JSON: {str(exc)[:200]}") from exc
@@ -126,7 +126,7 @@ def trace_context_of(headers: ReceivedHeaders) -> Context:
 def record_headers(correlation_id: str | None = None, reply_to: str | None = None) -> Headers:
     """The headers of every JSON record the service writes: whose request or
     event it belongs to (none for a question event or a work chunk), where
-    its answer goes (requests only), and its content type (DESIGN.md section 4)."""
+    its answer goes (requests only), and its content type (docs/design.md#topics-and-messages)."""
     headers: Headers = [] if correlation_id is None else [(HEADER_CORRELATION_ID, correlation_id.encode())]
     if reply_to is not None:
         headers.append((HEADER_REPLY_TO, reply_to.encode()))

@@ -1,5 +1,6 @@
-"""A bank question as the contract writes it: in an import file (DESIGN.md
-section 6) and in a ``question.upserted`` event (section 4), checked by the same rules.
+"""A bank question as the contract writes it: in an import file
+(docs/design.md#data-loading) and in a ``question.upserted`` event
+(docs/design.md#topics-and-messages), checked by the same rules.
 
 Both the loader and the consumer read questions; neither owns the format, so
 it lives here with the rest of the wire contract.

@@ -4,7 +4,7 @@ Each service prunes the table it owns (the consumer its inbox, the API its
 async-request read model), in batches of PRUNE_BATCH_SIZE rows, each one
 short transaction that skips locked rows, so no prune holds a lock a refresh
 waits for. The retention must stay longer than any redelivery or replay can
-need (README, Operations: retention).
+need (docs/operations.md#retention).
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@
 A value that parses but cannot work (a port of 99999, 0 partitions, a log
 level logging does not know, a topic name Kafka refuses) would otherwise
 surface later, as a traceback from uvicorn, librdkafka or SQLAlchemy, or not
-at all. Each rule here names the variable and says what it must be, so every
-command stops with one line instead (assessment_refresh/cli.py). Pure: no I/O.
+at all. Each rule here says what a value must be; each setting's declaration
+in shared/settings.py names its rule, and the error names the variable, so
+every command stops with one line instead (assessment_refresh/cli.py). Pure:
+no I/O.
 """
 
 from __future__ import annotations
@@ -13,57 +15,57 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from shared.kafka_properties import ConfigurationError
 
-# A check returns what is wrong with a value, or None when it is fine.
-Check = Callable[[object], str | None]
+
+@dataclass(frozen=True)
+class Rule:
+    """What a setting's value must be: ``text`` as the error and the
+    configuration table say it ("must be a port number, 0 to 65535"), and
+    ``problem``, which returns what is wrong with a value or None."""
+
+    text: str
+    problem: Callable[[object], str | None]
+
+    def __call__(self, value: object) -> str | None:
+        return self.problem(value)
 
 
-def port(value: object) -> str | None:
-    return None if isinstance(value, int) and 0 <= value <= 65535 else "must be a port number, 0 to 65535"
+def _simple(text: str, holds: Callable[[object], bool]) -> Rule:
+    return Rule(text, lambda value: None if holds(value) else text)
 
 
-def at_least(low: float) -> Check:
-    def check(value: object) -> str | None:
-        if not isinstance(value, int | float) or math.isnan(value) or math.isinf(value) or value < low:
-            return f"must be a number of at least {low:g}"
-        return None
-
-    return check
+port = _simple("must be a port number, 0 to 65535", lambda v: isinstance(v, int) and 0 <= v <= 65535)
 
 
-def above_zero(value: object) -> str | None:
-    if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
-        return "must be a number above 0"
-    return None
+def at_least(low: float) -> Rule:
+    return _simple(f"must be a number of at least {low:g}",
+                   lambda v: isinstance(v, int | float) and math.isfinite(v) and v >= low)
 
 
-def one_of(*choices: str, case_insensitive: bool = False) -> Check:
-    def check(value: object) -> str | None:
-        text = str(value).upper() if case_insensitive else str(value)
-        return None if text in choices else "must be one of " + ", ".join(choices)
+above_zero = _simple("must be a number above 0", lambda v: isinstance(v, int | float) and math.isfinite(v) and v > 0)
 
-    return check
+
+def one_of(*choices: str, case_insensitive: bool = False) -> Rule:
+    def holds(value: object) -> bool:
+        return (str(value).upper() if case_insensitive else str(value)) in choices
+
+    return _simple("must be one of " + ", ".join(choices), holds)
 
 
 # Kafka's own rule for topic names (and what librdkafka sends for a group id
 # is any non-empty string; the service derives topic-like names from it).
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
+topic_name = _simple("must be a Kafka topic name: 1 to 249 letters, digits, '.', '_' or '-'",
+                     lambda v: bool(_TOPIC.fullmatch(str(v))) and str(v) not in (".", ".."))
 
-def topic_name(value: object) -> str | None:
-    text = str(value)
-    if not _TOPIC.fullmatch(text) or text in (".", ".."):
-        return "must be a Kafka topic name: 1 to 249 letters, digits, '.', '_' or '-'"
-    return None
+not_empty = _simple("must not be empty", lambda v: bool(str(v).strip()))
 
 
-def not_empty(value: object) -> str | None:
-    return None if str(value).strip() else "must not be empty"
-
-
-def database_url(value: object) -> str | None:
+def _database_url_problem(value: object) -> str | None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
@@ -76,55 +78,24 @@ def database_url(value: object) -> str | None:
     return None
 
 
+database_url = Rule("must be a PostgreSQL URL (postgresql://...)", _database_url_problem)
+
 LOG_LEVELS = tuple(name for name in logging.getLevelNamesMapping() if name != "NOTSET")
 
-RULES: Mapping[str, Check] = {
-    "database_url": database_url,
-    "kafka_bootstrap_servers": not_empty,
-    "request_topic": topic_name,
-    "reply_topic": topic_name,
-    "question_events_topic": topic_name,
-    "refresh_events_topic": topic_name,
-    "work_topic": topic_name,
-    "refresh_chunk_size": at_least(1),
-    "reply_inline_max_bytes": at_least(1024),
-    "consumer_group": not_empty,
-    "topic_partitions": at_least(1),
-    "reply_timeout_s": above_zero,
-    "broker_timeout_s": above_zero,
-    "max_body_bytes": at_least(1),
-    "max_assessment_ids": at_least(1),
-    "rate_limit_per_s": at_least(0),
-    "rate_limit_burst": at_least(0),
-    "api_key_cache_s": at_least(0),
-    "broker_profile": one_of("kafka", "tansu"),
-    "kafka_group_protocol": one_of("consumer", "classic"),
-    "kafka_session_timeout_ms": at_least(1),
-    "kafka_fetch_wait_max_ms": at_least(0),
-    "api_port": port,
-    "api_metrics_port": port,
-    "consumer_metrics_port": port,
-    "api_host": not_empty,
-    "api_metrics_host": not_empty,
-    "consumer_metrics_host": not_empty,
-    "retention_hours": above_zero,
-    "prune_interval_s": at_least(0),
-    "prune_batch_size": at_least(1),
-    "history_retention_hours": at_least(0),
-    "log_level": one_of(*LOG_LEVELS, case_insensitive=True),
-    "log_format": one_of("json", "text"),
-}
 
-# Values never repeated in an error (they may hold a password).
-SECRET_FIELDS = frozenset({"database_url"})
+def check_settings(values: Mapping[str, object], rules: Mapping[str, Rule] | None = None,
+                   secret: frozenset[str] | None = None) -> None:
+    """Raise ConfigurationError for the first unusable value, naming its
+    variable. The rules are the settings' declarations (shared/settings.py)
+    unless given; a secret value is never repeated in the error."""
+    if rules is None or secret is None:
+        from shared.settings import declared_rules, secret_settings
 
-
-def check_settings(values: Mapping[str, object]) -> None:
-    """Raise ConfigurationError for the first unusable value, naming its variable."""
-    for name, check in RULES.items():
+        rules, secret = declared_rules(), secret_settings()
+    for name, rule in rules.items():
         if name not in values:
             continue
-        problem = check(values[name])
+        problem = rule(values[name])
         if problem is not None:
-            shown = "" if name in SECRET_FIELDS else f", not {values[name]!r}"
+            shown = "" if name in secret else f", not {values[name]!r}"
             raise ConfigurationError(f"{name.upper()} {problem}{shown}")

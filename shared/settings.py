@@ -1,88 +1,131 @@
-"""Configuration, read once from environment variables (see README, "Configuration")."""
+"""Configuration, read once from environment variables (docs/configuration.md).
+
+Each setting is declared once, as a field of Settings: its name (the variable
+is the name upper-cased), its type and default, the rule its value must
+follow (shared/setting_checks.py) and one line of meaning. The start-up
+checks (check_settings), the options' --help (assessment_refresh/cli_options.py)
+and the configuration table of docs/configuration.md (shared/settings_reference.py)
+are all read from these declarations; tests/unit/test_settings_reference.py
+fails when one of them disagrees, or a field has no declaration.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
+from typing import Any
 
+from shared import setting_checks as rule
 from shared.kafka_properties import FILE_SUFFIX, ConfigurationError, client_properties, masked, read_secret_file
-from shared.setting_checks import check_settings
+from shared.setting_checks import Rule, check_settings
 
-# Fields that are not read from one variable of their own name.
-_NOT_FROM_ONE_VARIABLE = {"kafka_properties"}
+DECLARATION = "assessment_refresh.setting"
+
+
+@dataclass(frozen=True)
+class Declaration:
+    meaning: str  # one line, for --help and the configuration table
+    rule: Rule | None = None  # what the value must be, checked at start-up
+    secret: bool = False  # never repeated in an error (it may hold a password)
+    from_one_variable: bool = True  # read from the variable of its name (kafka_properties: from many)
+
+
+def setting(default: Any, meaning: str, rule: Rule | None = None, *, secret: bool = False) -> Any:
+    """A Settings field with its declaration."""
+    return field(default=default, metadata={DECLARATION: Declaration(meaning, rule, secret)})
 
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    request_topic: str = "assessment.refresh.requests"
-    reply_topic: str = "assessment.refresh.replies"
-    question_events_topic: str = "question.events"
-    refresh_events_topic: str = "assessment.refresh.events"
+    database_url: str = setting(
+        "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres",
+        "PostgreSQL, as a URL whose query parameters go to libpq (`sslmode`, ...); `dev` sets its embedded one",
+        rule.database_url, secret=True)
+    kafka_bootstrap_servers: str = setting(
+        "127.0.0.1:9092", "Kafka bootstrap servers (`dev` sets its own broker: Tansu, or Apache Kafka with "
+        "`--broker kafka`)", rule.not_empty)
+    request_topic: str = setting("assessment.refresh.requests", "refresh requests, from the API (or any trusted "
+                                 "client) to the consumers", rule.topic_name)
+    reply_topic: str = setting("assessment.refresh.replies", "replies to the API", rule.topic_name)
+    question_events_topic: str = setting("question.events", "upstream question bank events", rule.topic_name)
+    refresh_events_topic: str = setting("assessment.refresh.events", "one event per changed assessment, a summary "
+                                        "per deletion", rule.topic_name)
     # Internal: the chunks of large refreshes, read by each consumer's work
-    # lane (group "<CONSUMER_GROUP>.work"), so they never queue ahead of requests.
-    work_topic: str = "assessment.refresh.work"
-    consumer_group: str = "assessment-refresh"
-    topic_partitions: int = 6
-    # How long the API waits for a reply before answering 504.
-    reply_timeout_s: float = 30.0
-    # How long the API lets the producer try to deliver a request before 504
-    # (perhaps written); above a partition leader election (measured 7-12 s on
-    # three nodes). No broker connection at all is a 503 at once.
-    broker_timeout_s: float = 30.0
-    max_body_bytes: int = 64 * 1024
-    max_assessment_ids: int = 1000
-    # No transaction refreshes more assessments than this: larger refreshes
-    # (a deletion's fan-out, a whole company) are split into chunks of this
-    # size on the work topic (chosen by measurement, see README "Scaling").
-    refresh_chunk_size: int = 500
-    # A reply body larger than this (bytes of JSON) is not put on the reply
-    # topic (Kafka's default message limit is 1 MB): the reply says where the
-    # stored result is, and the API reads it from the database.
-    reply_inline_max_bytes: int = 512 * 1024
-    # Per API key and API process; 0 turns rate limiting off.
-    rate_limit_per_s: float = 20.0
-    rate_limit_burst: int = 40
-    # How long an API process trusts a valid key without asking the database
-    # (a revoked key works that long on a replica that saw it); 0 = always ask.
-    api_key_cache_s: float = 5.0
-    # Which broker's quirks to live with: "kafka" (Apache Kafka, the reference)
-    # or "tansu" (the dev broker; shared/tansu.py says what that switches on).
-    broker_profile: str = "kafka"
-    # "consumer": KIP-848 (Kafka 4.x), the broker assigns partitions
-    # incrementally and owns the group timing; "classic" for older brokers.
-    kafka_group_protocol: str = "consumer"
-    # Classic protocol only (with "consumer" the broker's
-    # group.consumer.session.timeout.ms applies): Kafka's default.
-    kafka_session_timeout_ms: int = 45000
-    # The longest a fetch waits for data when there is none; the broker answers
-    # as soon as a record arrives, so this costs no latency (Kafka's default).
-    kafka_fetch_wait_max_ms: int = 500
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
-    # Inbox and async-result rows older than this are pruned (7 days); keep it
-    # above the topics' retention.ms so a redelivery or replay finds its row.
-    retention_hours: float = 168.0
-    # How often each consumer (inbox) and API process (async results) prunes,
-    # in batches of this many rows, one short transaction each.
-    prune_interval_s: float = 600.0
-    prune_batch_size: int = 1000
-    # Assessment history rows older than this are pruned; 0 keeps them forever.
-    history_retention_hours: float = 0.0
-    # The API's /metrics on a port of its own (off the public one); 0 = on API_PORT.
-    api_metrics_host: str = "127.0.0.1"
-    api_metrics_port: int = 0
-    log_level: str = "INFO"
-    # json: one object per line with the request / correlation id; text: for humans.
-    log_format: str = "json"
-    # The consumer's /metrics, /healthz and /readyz; port 0 = not served.
-    consumer_metrics_host: str = "127.0.0.1"
-    consumer_metrics_port: int = 9400
-    # Every other librdkafka property, from KAFKA_* variables (security.protocol,
-    # sasl.*, ssl.*, ...): given to every producer, consumer and admin client.
-    kafka_properties: Mapping[str, str] = field(default_factory=dict)
+    # lane, so they never queue ahead of requests.
+    work_topic: str = setting("assessment.refresh.work", "internal: the chunks of large refreshes (read by group "
+                              "`<CONSUMER_GROUP>.work`)", rule.topic_name)
+    consumer_group: str = setting("assessment-refresh", "consumer group id (the work lane's is `<CONSUMER_GROUP>.work`; "
+                                  "API replicas derive unique ids from it)", rule.not_empty)
+    topic_partitions: int = setting(6, "partitions of the topics the service creates", rule.at_least(1))
+    reply_timeout_s: float = setting(30.0, "how long the API waits for a reply before it answers 504", rule.above_zero)
+    # Above a partition leader election (measured 7-12 s on three nodes):
+    # a cluster that elects a leader is waited for; no connection at all is 503 at once.
+    broker_timeout_s: float = setting(30.0, "how long the API waits for a request's delivery to be confirmed; past it "
+                                      "the outcome is unknown: 504 with its Location (perhaps written)",
+                                      rule.above_zero)
+    max_body_bytes: int = setting(64 * 1024, "larger request bodies get 413", rule.at_least(1))
+    max_assessment_ids: int = setting(1000, "longer id lists get 400", rule.at_least(1))
+    # Chosen by measurement: docs/performance.md, "At scale".
+    refresh_chunk_size: int = setting(
+        500, "the most assessments one transaction refreshes; larger refreshes (a deletion's fan-out, a whole "
+        "company) are jobs of chunks of this size on the work topic (how 500 was chosen: docs/performance.md)",
+        rule.at_least(1))
+    # Kafka's default message limit is 1 MB; a report of 20,000 assessments is several.
+    reply_inline_max_bytes: int = setting(
+        512 * 1024, "a reply body larger than this (bytes of JSON) goes as a claim check: the summary and "
+        "`result_location`, and the API reads the stored report", rule.at_least(1024))
+    rate_limit_per_s: float = setting(20.0, "requests per second per API key and API process (a token bucket; "
+                                      "429 with `Retry-After` beyond it); 0 turns rate limiting off", rule.at_least(0))
+    rate_limit_burst: int = setting(40, "the token bucket's size: requests a key may send at once", rule.at_least(0))
+    api_key_cache_s: float = setting(
+        5.0, "how long an API process trusts a valid key without asking PostgreSQL (a revoked key keeps working "
+        "that long on a replica that saw it); 0 always asks", rule.at_least(0))
+    broker_profile: str = setting(
+        "kafka", "which broker's quirks to live with: `kafka` (Apache Kafka, or any broker that behaves like it) or "
+        "`tansu` (the dev broker, its workarounds switched on: shared/tansu.py, listed in docs/tansu.md); `dev` and "
+        "the Tansu tests set it",
+        rule.one_of("kafka", "tansu"))
+    kafka_group_protocol: str = setting(
+        "consumer", "`consumer`: KIP-848 (Kafka 4.x; the broker assigns partitions incrementally and owns the "
+        "session timeout, `group.consumer.session.timeout.ms`); `classic` for older brokers (Tansu's default)",
+        rule.one_of("consumer", "classic"))
+    kafka_session_timeout_ms: int = setting(
+        45000, "group session timeout, classic protocol only (Tansu's default: 6000)", rule.at_least(1))
+    kafka_fetch_wait_max_ms: int = setting(
+        500, "the longest wait of an empty fetch; Kafka answers as soon as a record arrives, so it costs no latency "
+        "there (Tansu's default: 10; `dev` on Tansu: 100, see docs/tansu.md)", rule.at_least(0))
+    api_host: str = setting("127.0.0.1", "the interface `assessment-refresh api` listens on", rule.not_empty)
+    api_port: int = setting(8000, "the port `assessment-refresh api` listens on (a port in use: one line naming "
+                            "the flag, exit 2)", rule.port)
+    # Keep it above the topics' retention.ms, so that a redelivery or a replay finds its row.
+    retention_hours: float = setting(
+        168.0, "inbox and async-request rows older than this are pruned (docs/operations.md#retention)",
+        rule.above_zero)
+    prune_interval_s: float = setting(600.0, "how often each consumer (inbox) and API process (async requests) "
+                                      "prunes; 0 never", rule.at_least(0))
+    prune_batch_size: int = setting(1000, "rows per pruning transaction", rule.at_least(1))
+    history_retention_hours: float = setting(
+        0.0, "assessment history rows older than this are pruned, in PRUNE_BATCH_SIZE batches; 0 keeps them "
+        "forever", rule.at_least(0))
+    api_metrics_host: str = setting("127.0.0.1", "the interface of the API's own metrics port", rule.not_empty)
+    api_metrics_port: int = setting(
+        0, "the API's `/metrics` on a port of its own, off the public one (0: on `API_PORT`; docker-compose.yml "
+        "uses 9300, which nginx does not expose)", rule.port)
+    log_level: str = setting("INFO", "log level", rule.one_of(*rule.LOG_LEVELS, case_insensitive=True))
+    log_format: str = setting(
+        "json", "`json` (one object per line, with the request or correlation id) or `text`; `api` and `consumer` "
+        "default to JSON, the commands a person runs (`dev`, `load`, `replay`, ...) to text",
+        rule.one_of("json", "text"))
+    consumer_metrics_host: str = setting("127.0.0.1", "the interface of the consumer's `/metrics`, `/healthz`, "
+                                         "`/readyz`", rule.not_empty)
+    consumer_metrics_port: int = setting(
+        9400, "the port of the consumer's `/metrics`, `/healthz`, `/readyz` (0: none; `dev` uses it too and waits "
+        "for its `/readyz`, the group joined, before it says ready; a port in use: one line naming the flag, exit 2)",
+        rule.port)
+    kafka_properties: Mapping[str, str] = field(default_factory=dict, metadata={DECLARATION: Declaration(
+        "every other librdkafka property, from `KAFKA_<PROPERTY>` variables: given to every producer, consumer "
+        "and admin client", from_one_variable=False)})
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -90,10 +133,8 @@ class Settings:
         ``FOO_BAR_FILE`` names (a mounted secret); overrides win. Other
         ``KAFKA_*`` variables are librdkafka properties (shared/kafka_properties.py)."""
         values: dict[str, object] = {}
-        variables = {f.name.upper() for f in fields(cls) if f.name not in _NOT_FROM_ONE_VARIABLE}
-        for f in fields(cls):
-            if f.name in _NOT_FROM_ONE_VARIABLE:
-                continue
+        variables = {f.name.upper() for f in _one_variable_fields()}
+        for f in _one_variable_fields():
             variable = f.name.upper()
             raw = os.environ.get(variable)
             if raw is None and variable + FILE_SUFFIX in os.environ:
@@ -121,7 +162,7 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` give these settings (for child processes)."""
-        env = {f.name.upper(): str(getattr(self, f.name)) for f in fields(self) if f.name not in _NOT_FROM_ONE_VARIABLE}
+        env = {f.name.upper(): str(getattr(self, f.name)) for f in _one_variable_fields()}
         for name, value in self.kafka_properties.items():
             env["KAFKA_" + name.replace("_", "__").replace("-", "___").replace(".", "_").upper()] = value
         return env
@@ -160,3 +201,28 @@ def _convert(variable: str, raw: str, kind: str) -> object:
         what = "a whole number" if kind == "int" else "a number"
         raise ConfigurationError(f"{variable} must be {what}, not {raw!r}") from None
     return raw
+
+
+def declaration(f: Field[Any]) -> Declaration | None:
+    found = f.metadata.get(DECLARATION)
+    return found if isinstance(found, Declaration) else None
+
+
+def _one_variable_fields() -> list[Field[Any]]:
+    """The fields read from one variable of their name (a field not declared
+    yet counts as one: the drift test names it)."""
+    return [f for f in fields(Settings) if (declaration(f) or Declaration("")).from_one_variable]
+
+
+def declared_rules() -> dict[str, Rule]:
+    """Each setting's rule, by field name: what check_settings applies."""
+    return {f.name: d.rule for f in fields(Settings) if (d := declaration(f)) is not None and d.rule is not None}
+
+
+def secret_settings() -> frozenset[str]:
+    return frozenset(f.name for f in fields(Settings) if (d := declaration(f)) is not None and d.secret)
+
+
+def undeclared_settings() -> list[str]:
+    """Fields added without a declaration (tests/unit/test_settings_reference.py fails on them)."""
+    return [f.name for f in fields(Settings) if declaration(f) is None]

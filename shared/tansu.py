@@ -1,5 +1,5 @@
 """The Tansu profile (``BROKER_PROFILE=tansu``): everything the service does only
-because the dev broker, Tansu 0.6.0, is not Apache Kafka (DESIGN.md section 7).
+because the dev broker, Tansu 0.6.0, is not Apache Kafka (docs/design.md#test-infrastructure).
 
 Nothing on the Apache Kafka path imports this module; deleting it (and the
 profile's name in shared/broker_profile.py) removes Tansu support in one go.

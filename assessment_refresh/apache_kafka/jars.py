@@ -6,12 +6,13 @@ and the log4j SLF4J binding the distribution adds. The first start runs
 working tree; every later start finds the jars there and needs neither Maven
 nor the network. Several processes starting at once resolve it only once (a
 file lock), and a half-finished copy is never taken for a whole one (a marker
-file written last).
+file written last, named after the pom's content: a changed pom resolves anew).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -61,22 +62,26 @@ def missing_tools() -> list[str]:
         java_command()
     except MissingTool:
         missing.append("java")
-    if shutil.which("mvn") is None and not _complete_marker().exists():
+    if shutil.which("mvn") is None and not complete_marker().exists():
         missing.append("mvn")  # only the first start needs Maven
     return missing
 
 
-def _lib_dir() -> Path:
-    return cache_root() / f"kafka-{kafka_version()}" / "libs"
+def _lib_dir(root: Path | None = None) -> Path:
+    return (root or cache_root()) / f"kafka-{kafka_version()}" / "libs"
 
 
-def _complete_marker() -> Path:
-    return _lib_dir().parent / "resolved"
+def complete_marker(root: Path | None = None) -> Path:
+    """Written last by a whole copy; named by the pom's digest, so that a cache
+    resolved from an older pom (before kafka-tools joined it, say) is resolved
+    again rather than taken as complete."""
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:12]
+    return _lib_dir(root).parent / f"resolved-{digest}"
 
 
 def broker_classpath(log: object = None) -> str:
     """The classpath of the pinned broker, resolving its jars on first use."""
-    libs, marker = _lib_dir(), _complete_marker()
+    libs, marker = _lib_dir(), complete_marker()
     if not marker.exists():
         libs.parent.mkdir(parents=True, exist_ok=True)
         with open(libs.parent / "resolve.lock", "w") as lock:
@@ -91,8 +96,11 @@ def _resolve(libs: Path, log: object) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise MissingTool("the first start of the local Apache Kafka resolves its jars with Maven: `mvn` is not on PATH")
-    if libs.exists():
-        shutil.rmtree(libs)  # a copy interrupted before its marker
+    if libs.exists() and not any(libs.parent.glob("resolved*")):
+        shutil.rmtree(libs)  # a copy interrupted before its first marker
+    # A cache complete for an older pom is added to, never emptied: a broker
+    # started from it may be running and still loading classes from its jars
+    # (copy-dependencies leaves jars already there alone).
     if callable(log):
         log(f"resolving Apache Kafka {kafka_version()} jars with Maven into {libs} (first start only)")
     result = subprocess.run(

@@ -89,7 +89,7 @@ def drive_every_kind_of_record(api: ServiceProcess, settings: Settings, client_t
     everything = refresh(api, None)  # six assessments: three chunks, and 11 changes (a refresh event)
     assert everything.status_code == 200 and len(everything.json()["details"]) == 6, "the claim check was read"
     assert refresh(api, [21]).status_code == 403
-    # A client of its own (DESIGN.md section 4): its reply goes to the topic its reply_to names.
+    # A client of its own (docs/design.md#topics-and-messages): its reply goes to the topic its reply_to names.
     produce(bootstrap, settings.request_topic, b'{"schema_version":1,"company_id":7,"assessment_ids":[12]}', b"7",
             record_headers(f"their-{uuid.uuid4()}", reply_to=client_topic))
     # The bank, through the operator's publish command: a deletion (11 changes again) and an upsert.

@@ -25,7 +25,8 @@ import httpx
 import psutil
 import pytest
 
-from assessment_refresh.apache_kafka import kafka_version, missing_tools
+from assessment_refresh.apache_kafka import missing_tools
+from assessment_refresh.apache_kafka.jars import complete_marker
 from assessment_refresh.dev import DEMO_KEY
 from assessment_refresh.dev_settings import FILE_NAME, read
 from assessment_refresh.local_servers import free_port, port_outside_ephemeral_range
@@ -201,8 +202,9 @@ def test_dev_on_kafka_without_java_says_what_is_missing(jars_cached: bool, tmp_p
     empty.mkdir()
     cache = tmp_path / "cache"
     if jars_cached:  # as after a first start: only Java is missing
-        (cache / f"kafka-{kafka_version()}").mkdir(parents=True)
-        (cache / f"kafka-{kafka_version()}" / "resolved").write_text("resolved\n")
+        marker = complete_marker(cache)
+        marker.parent.mkdir(parents=True)
+        marker.write_text("resolved\n")
     env = {key: value for key, value in os.environ.items() if key != "JAVA_HOME"}
     env.update(PATH=str(empty), ASSESSMENT_REFRESH_CACHE=str(cache))
     data_dir = tmp_path / "dev"

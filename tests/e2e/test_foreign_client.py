@@ -1,5 +1,5 @@
 """A Kafka client that is not our API (FastStream, a Spring or Node service, a
-script) gets its replies by following DESIGN.md section 4 alone: its own
+script) gets its replies by following docs/design.md#topics-and-messages alone: its own
 correlation ids in the ``correlation_id`` header, its own reply topic in
 ``reply_to``, and no ``request_id`` in the body. Plain confluent-kafka here,
 on the success, 403 and 500 paths."""

@@ -1,5 +1,5 @@
 """Large refreshes as jobs of chunks, end to end: real broker, two consumer
-processes, the API, PostgreSQL (DESIGN.md section 5, "Bounded work").
+processes, the API, PostgreSQL (docs/design.md#delivery-guarantees, "Bounded work").
 
 REFRESH_CHUNK_SIZE is 2 here, so a few dozen assessments make many chunks.
 """

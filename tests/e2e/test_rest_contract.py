@@ -1,4 +1,4 @@
-"""Every response of POST /assessments/refresh-assessments (DESIGN.md section 2),
+"""Every response of POST /assessments/refresh-assessments (docs/design.md#rest-contract),
 over real HTTP (uvicorn), a real broker, a separate consumer process and PostgreSQL."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The test's own Tansu broker is memory-only: the broker that comes back has no
 topics, no group and no committed offsets, so recovering means recreating the
-topics as well as reconnecting (DESIGN.md section 7): the Tansu profile's
+topics as well as reconnecting (docs/design.md#test-infrastructure): the Tansu profile's
 workarounds, proven here whatever broker the session runs on.
 (test_kafka_restart.py is the same outage on Apache Kafka, whose log survives.)
 """

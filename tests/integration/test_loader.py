@@ -1,4 +1,4 @@
-"""The JSON import (DESIGN.md section 6) against a real PostgreSQL.
+"""The JSON import (docs/design.md#data-loading) against a real PostgreSQL.
 
 Loading is an upsert by id; new assessments take snapshots of the bank at load
 time; API keys are stored hashed; a bad file names the file, the JSON path and a
@@ -103,7 +103,7 @@ def section_names(engine: Engine, oid: int) -> list[str]:
 
 
 def section6_world() -> dict[str, Any]:
-    """The DESIGN.md section-6 format, with two companies and a private question."""
+    """The docs/design.md#data-loading format, with two companies and a private question."""
     return {
         "companies": [
             {"id": 7, "name": "Acme", "api_keys": ["acme-secret-key"]},

@@ -1,5 +1,5 @@
 """Large refreshes as jobs of bounded chunks, against a real PostgreSQL
-(DESIGN.md section 5, "Bounded work"; consumer/chunk_handler.py).
+(docs/design.md#delivery-guarantees, "Bounded work"; consumer/chunk_handler.py).
 
 The handlers run in-process with a small REFRESH_CHUNK_SIZE; a job's chunks
 are either run by Handlers itself (as the work lanes would) or one by one by

@@ -1,8 +1,8 @@
 """Refresh against a real PostgreSQL: through the handlers (with the inbox) and
 through the store (lock_assessments + refresh_locked in the caller's transaction).
 
-DESIGN.md sections 2 (reply), 3 (replacement rule) and 5 (idempotency,
-concurrency); the store's promise of a bounded number of statements.
+docs/design.md#rest-contract (reply), #replacement-rule and #delivery-guarantees
+(idempotency, concurrency); the store's promise of a bounded number of statements.
 """
 
 from __future__ import annotations

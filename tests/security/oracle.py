@@ -1,4 +1,4 @@
-"""An independent model of POST /assessments/refresh-assessments (DESIGN.md section 2),
+"""An independent model of POST /assessments/refresh-assessments (docs/design.md#rest-contract),
 written from the contract (not from producer_api), for the bad-input tests.
 
 ``expect(headers, body, world)`` says what the API must answer to a request,
@@ -23,7 +23,7 @@ NOT_INTS = "assessment_ids must be a list of integers"
 NOT_64BIT = "assessment_ids must be 64-bit integers"
 FORBIDDEN_PREFIX = "Assessment IDs do not belong to company or do not exist: "
 
-# DESIGN.md section 2: only an empty body (no bytes) means {}; whitespace
+# docs/design.md#rest-contract: only an empty body (no bytes) means {}; whitespace
 # alone, JSON's or not, must parse as a JSON object, so it is a 400.
 
 

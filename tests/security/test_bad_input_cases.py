@@ -293,7 +293,7 @@ def test_an_empty_body_means_every_assessment(client: httpx.Client, world: Engin
     ids=["json-whitespace", "crlf", "space", "vt", "ff", "vt-ff-mixed"],
 )
 def test_a_body_of_whitespace_alone_is_not_a_json_object(client: httpx.Client, world: Engine, raw: bytes) -> None:
-    """DESIGN.md section 2 and the OpenAPI document: only an empty body means {};
+    """docs/design.md#rest-contract and the OpenAPI document: only an empty body means {};
     JSON whitespace alone, or \\x0b / \\x0c (which JSON does not count), is a 400."""
     before = table_dump(world)
     response = send(client, Case("whitespace", raw))

@@ -1,4 +1,4 @@
-"""The delivery contract of the poll loop (DESIGN.md section 5), with in-memory
+"""The delivery contract of the poll loop (docs/design.md#delivery-guarantees), with in-memory
 fakes of the consumer, the producer and the database (the real ones are in
 tests/e2e): at least once, effects once, growing backoff, and what is given
 up when. The request handler is the real one (consumer/refresh_handler.py)
@@ -364,7 +364,7 @@ def test_a_delivery_the_broker_refuses_for_good_is_given_up() -> None:
     assert world.producer.sent == [] and consumer.stored == [0], "given up, and the partition moves on"
 
 
-# -- correlation (DESIGN.md section 4) -------------------------------------------
+# -- correlation (docs/design.md#topics-and-messages) -------------------------------------------
 
 
 @pytest.mark.parametrize(

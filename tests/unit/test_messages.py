@@ -1,4 +1,4 @@
-"""The wire contract (DESIGN.md section 4): JSON round trips and rejection of bad messages."""
+"""The wire contract (docs/design.md#topics-and-messages): JSON round trips and rejection of bad messages."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_good_baseline_decodes(cls):
 @pytest.mark.parametrize("cls", list(GOOD), ids=lambda c: c.__name__)
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
 def test_only_utf8_is_the_contract(cls, encoding):
-    """json.loads(bytes) would take these; DESIGN.md section 4 says UTF-8."""
+    """json.loads(bytes) would take these; docs/design.md#topics-and-messages says UTF-8."""
     with pytest.raises(MessageError, match="not UTF-8 JSON"):
         cls.from_json(json.dumps(GOOD[cls]).encode(encoding))
 

@@ -1,4 +1,4 @@
-"""Pure tests of the refresh rules (DESIGN.md sections 2 and 3): no database, no Kafka."""
+"""Pure tests of the refresh rules (docs/design.md#rest-contract and #replacement-rule): no database, no Kafka."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request body rules of POST /assessments/refresh-assessments (DESIGN.md section 2)."""
+"""Request body rules of POST /assessments/refresh-assessments (docs/design.md#rest-contract)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ def test_ids_not_all_integers(ids):
         pytest.param(b'{"assessment_ids": [1], "n": "\xff\xfe"}', id="invalid-utf8"),
         pytest.param(b"\x00\x01\x02", id="binary"),
         pytest.param("[" * 100_000 + "]" * 100_000, id="absurd-nesting"),
-        # Only an empty body means {} (DESIGN.md section 2), not whitespace alone.
+        # Only an empty body means {} (docs/design.md#rest-contract), not whitespace alone.
         pytest.param(b"  \n\t ", id="whitespace-body"),
         pytest.param(b"\r\n", id="crlf-body"),
         # Python's bytes.strip() counts these as whitespace; JSON does not (RFC 8259 section 2).
