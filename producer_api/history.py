@@ -71,12 +71,15 @@ async def assessment_history(request: Request) -> JSONResponse:
     try:
         limit = query.bounded_int(request.query_params, "limit", history.DEFAULT_PAGE, 1, history.MAX_PAGE)
         since = query.timestamp(request.query_params, "since")
-        raw_cursor = request.query_params.get("cursor")
-        after = history.Cursor.decode(raw_cursor) if raw_cursor is not None else None
-    except (BadRequest, history.BadCursor) as exc:
+    except BadRequest as exc:
         return error(400, str(exc))
     try:
-        page = await run_in_threadpool(_read, services.engine, company_id, oid, limit, since, after)
+        # The cursor is checked after the assessment: any string is a cursor to
+        # the schema, and an unknown assessment is a 404 whatever its cursor.
+        page = await run_in_threadpool(_read, services.engine, company_id, oid, limit, since,
+                                       request.query_params.get("cursor") or None)
+    except history.BadCursor as exc:
+        return error(400, str(exc))
     except SQLAlchemyError:
         log.exception("cannot read the history of assessment %d", oid)
         return error(503, "Database unavailable, try again later")
@@ -87,10 +90,11 @@ async def assessment_history(request: Request) -> JSONResponse:
 
 
 def _read(engine: Engine, company_id: int, oid: int, limit: int, since: datetime | None,
-          after: history.Cursor | None) -> history.Page | None:
+          cursor: str | None) -> history.Page | None:
     if oid > INT64_MAX:
         return None
     with engine.connect() as conn:
         if not history.owned_by(conn, oid, company_id):
             return None
+        after = history.Cursor.decode(cursor) if cursor is not None else None
         return history.page(conn, oid, limit=limit, since=since, after=after)

@@ -195,8 +195,8 @@ RESPONSES: dict[str, Any] = {
         "TimedOutMaybePreview",
         headers={
             "Location": {
-                "description": "`/assessments/refresh-requests/{request_id}`",
-                "required": True,
+                "description": "`/assessments/refresh-requests/{request_id}`; always there but for a preview.",
+                "required": False,
                 "schema": {"type": "string"},
             },
         },
