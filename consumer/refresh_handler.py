@@ -28,6 +28,7 @@ from shared.messages import (
     HEADER_CORRELATION_ID,
     HEADER_REPLY_TO,
     RefreshRequested,
+    UnexpectedFields,
     header,
     refresh_event,
     request_trigger,
@@ -103,15 +104,20 @@ def _start_jobs(settings: Settings, uow: UnitOfWork, requests: Sequence[RefreshR
 
 
 def answer_failed_request(settings: Settings, failed: Failed, uow: UnitOfWork) -> None:
-    """Given up: dead-letter the record, and answer a waiting caller 500 rather than leave it to time out."""
+    """Given up: dead-letter the record, and answer a waiting caller rather
+    than leave it to time out: 400 for fields a request may not name (as over
+    REST), 500 otherwise."""
     uow.publish(failed.dead_letter())
     request = failed.message if isinstance(failed.message, RefreshRequested) else None
     headers = failed.record.headers()
     correlation_id = request.request_id if request else header(headers, HEADER_CORRELATION_ID)
     if correlation_id:
         reply_to = request.reply_to if request else header(headers, HEADER_REPLY_TO)
-        body = {"error": f"Error refreshing assessment data: {failed.reason}"}
-        uow.reply(reply(settings, reply_to, correlation_id, 500, body))
+        if isinstance(failed.error, UnexpectedFields):
+            status, body = 400, {"error": str(failed.error)}
+        else:
+            status, body = 500, {"error": f"Error refreshing assessment data: {failed.reason}"}
+        uow.reply(reply(settings, reply_to, correlation_id, status, body))
 
 
 def _refresh(uow: UnitOfWork, request: RefreshRequested) -> StoredResult:

@@ -73,9 +73,10 @@ MAX_IDS = Settings().max_assessment_ids
 
 
 def padded(size: int, ids: list[int]) -> bytes:
-    """A valid JSON object of exactly ``size`` bytes."""
-    head, tail = json.dumps({"assessment_ids": ids, "pad": ""})[:-2].encode(), b'"}'
-    return head + b"p" * (size - len(head) - len(tail)) + tail
+    """A valid JSON object of exactly ``size`` bytes (padded with JSON whitespace:
+    a padding field would be an unknown field)."""
+    head, tail = json.dumps({"assessment_ids": ids})[:-1].encode(), b"}"
+    return head + b" " * (size - len(head) - len(tail)) + tail
 
 
 CASES = [
@@ -159,11 +160,19 @@ CASES = [
          request={"files": {"assessment_ids": ("ids.json", b'{"assessment_ids": [11]}', "application/json")}}),
     Case("xml-body-400", b"<assessment_ids><id>11</id></assessment_ids>",
          headers={**ACME, "content-type": "application/xml"}, error=NOT_OBJECT),
-    # -- unknown fields are ignored; none of them changes whose assessments these are --
-    Case("unknown-fields-ignored", ids_body([21], extra=1, nested={"a": [1, None]}), status=403, error=forbidden(21)),
-    Case("company-id-in-body-does-not-switch-company", ids_body([21], company_id=8), status=403, error=forbidden(21)),
-    Case("company-id-alone-refreshes-the-callers-own", json.dumps({"company_id": 8}).encode(), status=200,
-         refreshed=[11, 12]),
+    # -- unknown and repeated fields are refused, named (issue 21): before, each of
+    # these answered as if the field were not there, and a misspelled or repeated
+    # "assessment_ids" refreshed every assessment of the company --
+    Case("misspelled-ids-field-400", json.dumps({"assesment_ids": [11]}).encode(),
+         error='Unknown field(s): ["assesment_ids"]'),
+    Case("repeated-ids-field-400", b'{"assessment_ids": [11], "assessment_ids": []}',
+         error='Duplicate field(s): ["assessment_ids"]'),
+    Case("repeated-ids-field-same-value-400", b'{"assessment_ids": [11], "assessment_ids": [11]}',
+         error='Duplicate field(s): ["assessment_ids"]'),
+    Case("unknown-fields-400-sorted", ids_body([21], nested={"a": [1, None]}, extra=1),
+         error='Unknown field(s): ["extra", "nested"]'),
+    Case("company-id-in-body-400", ids_body([21], company_id=8), error='Unknown field(s): ["company_id"]'),
+    Case("company-id-alone-400", json.dumps({"company_id": 8}).encode(), error='Unknown field(s): ["company_id"]'),
     Case("api-key-in-body-is-not-a-key", json.dumps({"apiKey": GLOBEX_KEY, "assessment_ids": [21]}).encode(),
          headers=JSON_CT, status=401, error=UNAUTHORIZED),
     # -- API keys ---------------------------------------------------------------------
