@@ -125,15 +125,14 @@ def expect_body(body: bytes, company: int, world: World) -> Expectation:
 
 
 def expect(headers: list[tuple[str, bytes]], body: bytes, world: World) -> Expectation:
+    # The key is checked before the body is read: a caller without a valid
+    # key learns nothing about the body, not even its size limit.
     key = effective_key(headers)
-    if key is None:
-        return Expectation(401, UNAUTHORIZED)
-    if len(body) > world.max_body_bytes:
-        # The size limit is checked before the key is looked up in the database.
-        return Expectation(413, error_prefix="Request body exceeds")
-    company = world.keys.get(key)
+    company = None if key is None else world.keys.get(key)
     if company is None:
         return Expectation(401, UNAUTHORIZED)
+    if len(body) > world.max_body_bytes:
+        return Expectation(413, error_prefix="Request body exceeds")
     return expect_body(body, company, world)
 
 
