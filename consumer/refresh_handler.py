@@ -57,7 +57,7 @@ def refresh_requests(settings: Settings, requests: Sequence[RefreshRequested], u
     here: it becomes a job of chunks on the work topic (consumer/chunk_handler),
     whose last chunk answers the caller, so the run moves on at once."""
     stored = uow.stored([r.request_id for r in requests])
-    _check_owners(requests, stored)
+    check_owners(requests, stored)
     todo: dict[str, RefreshRequested] = {}
     for r in requests:
         if r.request_id not in stored:
@@ -89,7 +89,7 @@ def refresh_requests(settings: Settings, requests: Sequence[RefreshRequested], u
         uow.reply(reply(settings, request.reply_to, request.request_id, result.status, result.reply))
 
 
-def _check_owners(requests: Sequence[RefreshRequested], stored: dict[str, StoredResult]) -> None:
+def check_owners(requests: Sequence[RefreshRequested], stored: dict[str, StoredResult]) -> None:
     """A second line of defence behind the broker's ACLs (README, Security):
     a stored result goes only to a request of the company it belongs to.
 
