@@ -80,6 +80,24 @@ def _database_url_problem(value: object) -> str | None:
 
 database_url = Rule("must be a PostgreSQL URL (postgresql://...)", _database_url_problem)
 
+
+def _is_address_list(value: object) -> bool:
+    import ipaddress
+
+    text = str(value).strip()
+    if text in ("", "*"):
+        return True
+    try:
+        for item in text.split(","):
+            ipaddress.ip_network(item.strip(), strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+# uvicorn's FORWARDED_ALLOW_IPS, checked: uvicorn itself takes a typo as a literal that never matches.
+addresses = _simple('must be IP addresses or networks (10.0.0.0/8), comma-separated, or "*"', _is_address_list)
+
 LOG_LEVELS = tuple(name for name in logging.getLevelNamesMapping() if name != "NOTSET")
 
 

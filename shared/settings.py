@@ -81,6 +81,19 @@ class Settings:
     api_key_cache_s: float = setting(
         5.0, "how long an API process trusts a valid key without asking PostgreSQL (a revoked key keeps working "
         "that long on a replica that saw it); 0 always asks", rule.at_least(0))
+    api_key_miss_cache_s: float = setting(
+        5.0, "how long an API process remembers a key PostgreSQL does not know (a key created right after a failed "
+        "try with it works that much later); 0 always asks", rule.at_least(0))
+    auth_failure_rate_per_s: float = setting(
+        1.0, "failed authentications per second allowed per client address and API process, after the burst "
+        "(then 429 with `Retry-After` and no database look-up); 0 turns the limit off", rule.at_least(0))
+    auth_failure_burst: int = setting(20, "failed authentications a client address may make at once",
+                                      rule.at_least(1))
+    # Passed to uvicorn explicitly (producer_api/client_address.py): its own default trusts 127.0.0.1.
+    forwarded_allow_ips: str = setting(
+        "", "proxies whose `X-Forwarded-For` names the client address: IP addresses or networks, comma-separated, "
+        "or `*` (any peer: only where nothing but the proxy reaches the API); empty: none, the TCP peer is the "
+        "client", rule.addresses)
     broker_profile: str = setting(
         "kafka", "which broker's quirks to live with: `kafka` (Apache Kafka, or any broker that behaves like it) or "
         "`tansu` (the dev broker, its workarounds switched on: shared/tansu.py, listed in docs/tansu.md); `dev` and "

@@ -125,7 +125,9 @@ class FakeUnitOfWork(UnitOfWork):
     def _record(self, kind: str, results: dict[str, StoredResult], owners: dict[str, int | None], overwrite: bool) -> bool:
         if not overwrite and any(i in self.db.inbox for i in results):
             return False
-        self.staged.update(results)
+        # As the inbox table keeps them: with their kind and owner.
+        self.staged.update({i: StoredResult(**{**r.__dict__, "kind": kind, "company_id": owners.get(i)})
+                            for i, r in results.items()})
         return True
 
     def _mark_published(self, message_ids: list[str]) -> None:

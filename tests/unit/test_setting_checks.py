@@ -36,3 +36,14 @@ def test_an_unusable_value_is_named_with_what_it_must_be(name: str, value: objec
 ])
 def test_usable_values_pass(name: str, value: object) -> None:
     check_settings({name: value})
+
+
+@pytest.mark.parametrize("value", ["", "*", "10.0.0.1", "10.0.0.0/8, 192.168.1.7", "::1,fd00::/8"])
+def test_forwarded_allow_ips_takes_addresses_and_networks(value: str) -> None:
+    check_settings({"forwarded_allow_ips": value})
+
+
+@pytest.mark.parametrize("value", ["nginx", "10.0.0.1;10.0.0.2", "10.0.0.0/33", "*,10.0.0.1"])
+def test_forwarded_allow_ips_refuses_what_is_not_an_address(value: str) -> None:
+    with pytest.raises(ConfigurationError, match="^FORWARDED_ALLOW_IPS must be IP addresses"):
+        check_settings({"forwarded_allow_ips": value})
