@@ -101,6 +101,9 @@ RULES: Mapping[str, Check] = {
     "kafka_group_protocol": one_of("consumer", "classic"),
     "kafka_session_timeout_ms": at_least(1),
     "kafka_fetch_wait_max_ms": at_least(0),
+    # librdkafka's values of "partitioner" (CONFIGURATION.md).
+    "kafka_partitioner": one_of("murmur2_random", "murmur2", "consistent_random", "consistent", "fnv1a_random",
+                                "fnv1a", "random"),
     "api_port": port,
     "api_metrics_port": port,
     "consumer_metrics_port": port,

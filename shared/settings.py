@@ -58,6 +58,11 @@ class Settings:
     # The longest a fetch waits for data when there is none; the broker answers
     # as soon as a record arrives, so this costs no latency (Kafka's default).
     kafka_fetch_wait_max_ms: int = 500
+    # Which partition a keyed record goes to, for every producer of the service
+    # (librdkafka's "partitioner"): murmur2_random is the Java client's rule, so
+    # a key lands on one partition whoever writes it. consistent_random was the
+    # default before (see the upgrade note in the README).
+    kafka_partitioner: str = "murmur2_random"
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     # Inbox and async-result rows older than this are pruned (7 days); keep it
