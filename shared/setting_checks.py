@@ -59,6 +59,14 @@ def topic_name(value: object) -> str | None:
     return None
 
 
+def instance_id(value: object) -> str | None:
+    """Kafka checks a group.instance.id as it checks a topic name (JoinGroupRequest); empty: none."""
+    text = str(value)
+    if text and (not _TOPIC.fullmatch(text) or text in (".", "..")):
+        return "must be empty or 1 to 249 letters, digits, '.', '_' or '-' (a pod or replica name)"
+    return None
+
+
 def not_empty(value: object) -> str | None:
     return None if str(value).strip() else "must not be empty"
 
@@ -100,6 +108,7 @@ RULES: Mapping[str, Check] = {
     "broker_profile": one_of("kafka", "tansu"),
     "kafka_group_protocol": one_of("consumer", "classic"),
     "kafka_session_timeout_ms": at_least(1),
+    "consumer_instance_id": instance_id,
     "kafka_fetch_wait_max_ms": at_least(0),
     # librdkafka's values of "partitioner" (CONFIGURATION.md).
     "kafka_partitioner": one_of("murmur2_random", "murmur2", "consistent_random", "consistent", "fnv1a_random",
@@ -130,3 +139,14 @@ def check_settings(values: Mapping[str, object]) -> None:
         if problem is not None:
             shown = "" if name in SECRET_FIELDS else f", not {values[name]!r}"
             raise ConfigurationError(f"{name.upper()} {problem}{shown}")
+
+
+def check_together(settings: Mapping[str, object]) -> None:
+    """Rules on several settings at once (every field, defaults included)."""
+    if settings.get("consumer_instance_id") and settings.get("kafka_group_protocol") != "classic":
+        # Measured (README "Operations"): with the consumer protocol the broker
+        # refuses a SIGKILLed member's restart under the same id until the old
+        # session expires (UNRELEASED_INSTANCE_ID, fatal in librdkafka).
+        raise ConfigurationError(
+            "CONSUMER_INSTANCE_ID needs KAFKA_GROUP_PROTOCOL=classic: with the consumer protocol a crashed "
+            "member restarted under the same id is refused until its session expires")

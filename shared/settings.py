@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from shared.kafka_properties import FILE_SUFFIX, ConfigurationError, client_properties, masked, read_secret_file
-from shared.setting_checks import check_settings
+from shared.setting_checks import check_settings, check_together
 
 # Fields that are not read from one variable of their own name.
 _NOT_FROM_ONE_VARIABLE = {"kafka_properties"}
@@ -55,6 +55,13 @@ class Settings:
     # Classic protocol only (with "consumer" the broker's
     # group.consumer.session.timeout.ms applies): Kafka's default.
     kafka_session_timeout_ms: int = 45000
+    # Static group membership (group.instance.id), one per consumer process
+    # (the work lane adds ".work"): a crashed process restarted under the same
+    # id takes its partitions back at once instead of after the session
+    # timeout. Empty: dynamic membership. Needs KAFKA_GROUP_PROTOCOL=classic
+    # (with "consumer" the broker refuses the restarted member until the old
+    # session expires: README "Operations").
+    consumer_instance_id: str = ""
     # The longest a fetch waits for data when there is none; the broker answers
     # as soon as a record arrives, so this costs no latency (Kafka's default).
     kafka_fetch_wait_max_ms: int = 500
@@ -104,7 +111,9 @@ class Settings:
         values["kafka_properties"] = client_properties(os.environ, variables)
         values.update(overrides)
         check_settings(values)
-        return cls.for_broker(**values).with_driver()
+        settings = cls.for_broker(**values).with_driver()
+        check_together({f.name: getattr(settings, f.name) for f in fields(settings)})
+        return settings
 
     @classmethod
     def for_broker(cls, **values: object) -> Settings:
@@ -119,6 +128,13 @@ class Settings:
     def work_group(self) -> str:
         """The consumer group of the work lanes (one member per consumer process)."""
         return f"{self.consumer_group}.work"
+
+    def instance_id(self, group: str) -> str | None:
+        """This process's static member id in ``group`` (None: dynamic membership):
+        CONSUMER_INSTANCE_ID in the main group, with ".work" in the work group."""
+        if not self.consumer_instance_id:
+            return None
+        return self.consumer_instance_id + (".work" if group == self.work_group else "")
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` give these settings (for child processes)."""
