@@ -56,8 +56,10 @@ class Worker:
         self.start_uow = partial(new_uow, policy)
         self.sleep = sleep or self._wait
         self.producer = producer or Producer(producer_config(settings, **{"message.timeout.ms": 10000}))
-        # Replies to callers' own topics: a producer of their own (consumer/caller_replies.py).
-        self.reply_producer = producer or Producer(reply_producer_config(settings))
+        # Replies to callers' own topics: a producer of their own (consumer/caller_replies.py);
+        # a replay answers no one and needs none.
+        self.reply_producer = producer or (Producer(reply_producer_config(settings)) if policy.replies
+                                           else self.producer)
         self.delivery = Delivery(settings, self.producer, self.sleep, reply_producer=self.reply_producer)
         # The Tansu profile's replays read to end-of-partition: what a replay
         # dead-letters is stamped, so that replaying a DLQ does not read back
