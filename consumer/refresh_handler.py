@@ -90,7 +90,7 @@ def refresh_requests(settings: Settings, requests: Sequence[RefreshRequested], u
 
 
 def check_owners(requests: Sequence[RefreshRequested], stored: dict[str, StoredResult]) -> None:
-    """A second line of defence behind the broker's ACLs (README, Security):
+    """A second line of defence behind the broker's ACLs (docs/security.md):
     a stored result goes only to a request of the company it belongs to.
 
     Only the API's principal may write requests, so a request id reused by

@@ -64,6 +64,14 @@ topic_name = _simple("must be a Kafka topic name: 1 to 249 letters, digits, '.',
 
 not_empty = _simple("must not be empty", lambda v: bool(str(v).strip()))
 
+# Kafka checks a group.instance.id as it checks a topic name (JoinGroupRequest); empty: none.
+instance_id = _simple("must be empty or 1 to 249 letters, digits, '.', '_' or '-' (a pod or replica name)",
+                      lambda v: not str(v) or (bool(_TOPIC.fullmatch(str(v))) and str(v) not in (".", "..")))
+
+# librdkafka's values of "partitioner" (CONFIGURATION.md).
+partitioner = one_of("murmur2_random", "murmur2", "consistent_random", "consistent", "fnv1a_random", "fnv1a",
+                     "random")
+
 
 def _database_url_problem(value: object) -> str | None:
     from sqlalchemy.engine import make_url
@@ -117,3 +125,14 @@ def check_settings(values: Mapping[str, object], rules: Mapping[str, Rule] | Non
         if problem is not None:
             shown = "" if name in secret else f", not {values[name]!r}"
             raise ConfigurationError(f"{name.upper()} {problem}{shown}")
+
+
+def check_together(settings: Mapping[str, object]) -> None:
+    """Rules on several settings at once (every field, defaults included)."""
+    if settings.get("consumer_instance_id") and settings.get("kafka_group_protocol") != "classic":
+        # Measured (docs/operations.md): with the consumer protocol the broker
+        # refuses a SIGKILLed member's restart under the same id until the old
+        # session expires (UNRELEASED_INSTANCE_ID, fatal in librdkafka).
+        raise ConfigurationError(
+            "CONSUMER_INSTANCE_ID needs KAFKA_GROUP_PROTOCOL=classic: with the consumer protocol a crashed "
+            "member restarted under the same id is refused until its session expires")

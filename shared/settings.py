@@ -18,7 +18,7 @@ from typing import Any
 
 from shared import setting_checks as rule
 from shared.kafka_properties import FILE_SUFFIX, ConfigurationError, client_properties, masked, read_secret_file
-from shared.setting_checks import Rule, check_settings
+from shared.setting_checks import Rule, check_settings, check_together
 
 DECLARATION = "assessment_refresh.setting"
 
@@ -105,9 +105,22 @@ class Settings:
         rule.one_of("consumer", "classic"))
     kafka_session_timeout_ms: int = setting(
         45000, "group session timeout, classic protocol only (Tansu's default: 6000)", rule.at_least(1))
+    # Static group membership (group.instance.id): a crashed process restarted
+    # under the same id takes its partitions back at once instead of after the
+    # session timeout. With the consumer protocol the broker refuses the
+    # restarted member until the old session expires (docs/operations.md).
+    consumer_instance_id: str = setting(
+        "", "static group membership: this consumer process's `group.instance.id` (the work lane adds `.work`); "
+        "one per process, e.g. the pod name; empty: dynamic membership. Needs `KAFKA_GROUP_PROTOCOL=classic`",
+        rule.instance_id)
     kafka_fetch_wait_max_ms: int = setting(
         500, "the longest wait of an empty fetch; Kafka answers as soon as a record arrives, so it costs no latency "
         "there (Tansu's default: 10; `dev` on Tansu: 100, see docs/tansu.md)", rule.at_least(0))
+    # murmur2_random is the Java client's rule: a key lands on one partition whoever writes it.
+    kafka_partitioner: str = setting(
+        "murmur2_random", "librdkafka's `partitioner` for every producer of the service; `murmur2_random` places a "
+        "key as the Java client does (`consistent_random` was the default before 0.2: see the upgrade note in "
+        "docs/operations.md)", rule.partitioner)
     api_host: str = setting("127.0.0.1", "the interface `assessment-refresh api` listens on", rule.not_empty)
     api_port: int = setting(8000, "the port `assessment-refresh api` listens on (a port in use: one line naming "
                             "the flag, exit 2)", rule.port)
@@ -154,7 +167,9 @@ class Settings:
         values["kafka_properties"] = client_properties(os.environ, variables)
         values.update(overrides)
         check_settings(values)
-        return cls.for_broker(**values).with_driver()
+        settings = cls.for_broker(**values).with_driver()
+        check_together({f.name: getattr(settings, f.name) for f in fields(settings)})
+        return settings
 
     @classmethod
     def for_broker(cls, **values: object) -> Settings:
@@ -169,6 +184,13 @@ class Settings:
     def work_group(self) -> str:
         """The consumer group of the work lanes (one member per consumer process)."""
         return f"{self.consumer_group}.work"
+
+    def instance_id(self, group: str) -> str | None:
+        """This process's static member id in ``group`` (None: dynamic membership):
+        CONSUMER_INSTANCE_ID in the main group, with ".work" in the work group."""
+        if not self.consumer_instance_id:
+            return None
+        return self.consumer_instance_id + (".work" if group == self.work_group else "")
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` give these settings (for child processes)."""

@@ -105,7 +105,7 @@ def test_duplicate_ids_are_refreshed_once(service: ServiceProcess, world: Engine
         (b"[11, 12]", "Request body must be a JSON object"),
         (b'"text"', "Request body must be a JSON object"),
         (b"{not json", "Request body must be a JSON object"),
-        # A misspelled or repeated field never means "all" (README, the REST contract).
+        # A misspelled or repeated field never means "all" (docs/design.md#rest-contract).
         (b'{"assesment_ids": [11]}', 'Unknown field(s): ["assesment_ids"]'),
         (b'{"assessment_ids": [], "extra": "ignored"}', 'Unknown field(s): ["extra"]'),
         (b'{"assessment_ids": [11], "assessment_ids": []}', 'Duplicate field(s): ["assessment_ids"]'),
