@@ -36,6 +36,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     from assessment_refresh.local_servers import port_taken
     from producer_api.app import create_app
+    from producer_api.client_address import uvicorn_proxy_options
 
     if args.workers != 1:
         print(f"error: --workers {args.workers}: the API runs one worker per process; run more api processes "
@@ -50,6 +51,8 @@ def cmd_api(args: argparse.Namespace) -> int:
     uvicorn.run(
         create_app(settings), host=settings.api_host, port=settings.api_port,
         log_level=settings.log_level.lower(), log_config=None,
+        # No "Server: uvicorn" banner; the app's headers are producer_api/security_headers.py's.
+        server_header=False, **uvicorn_proxy_options(settings),
     )
     return 0
 

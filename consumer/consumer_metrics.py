@@ -58,6 +58,16 @@ for _kind in ("request", "question.deleted"):
     for _event in ("planned", "done"):
         CHUNKS.labels(_kind, _event)
 
+REPLIES_UNDELIVERABLE = Counter(
+    "assessment_refresh_consumer_replies_undeliverable_total",
+    "Replies given up for their caller alone, by reason: own_topic (reply_to names a topic of the service), "
+    "unknown_topic, not_authorized, too_large, not_delivered (no delivery within its timeout). The refresh "
+    "is committed and its result readable at the request's Location.",
+    ["reason"],
+)
+for _reason in ("own_topic", "unknown_topic", "not_authorized", "too_large", "not_delivered"):
+    REPLIES_UNDELIVERABLE.labels(_reason)
+
 LAG = Gauge(
     "assessment_refresh_consumer_lag",
     "Records behind the end of each assigned partition, from librdkafka statistics. On the local Tansu "

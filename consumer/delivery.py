@@ -5,8 +5,9 @@ transient failure: the broker is the problem, and waiting fixes it).
 Some deliveries a retry cannot fix, and retrying them forever would stop
 every partition this member owns: a record over the broker's size limit or a
 topic name it refuses is given up and logged (a dead-letter copy that is too
-large goes without its value; the original stays at its offset), and so is a
-reply to a caller's ``reply_to`` that does not exist after a while. Our own
+large goes without its value; the original stays at its offset). A reply to
+a caller's own ``reply_to`` is that caller's problem alone: it goes through
+consumer/caller_replies.py, which gives it one bounded attempt. Our own
 topics are another matter: a broker that loses topics (the Tansu profile) gets
 them made again; on Apache Kafka an operator deleted one, so it is not ours to
 make behind their back: the record waits and ``missing_topics`` names it (/readyz).
@@ -18,11 +19,12 @@ whose context the records carry (consumer/message_spans.py).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from confluent_kafka import KafkaError, KafkaException
 
+from consumer import caller_replies
+from consumer.caller_replies import CallerReplies
 from consumer.dead_letters import truncated
 from consumer.message_spans import sending
 from consumer.outgoing import Outgoing
@@ -44,9 +46,6 @@ PERMANENT_DELIVERY_ERRORS = {
     KafkaError._INVALID_ARG,
 }
 MISSING_TOPIC_ERRORS = {KafkaError._UNKNOWN_TOPIC, KafkaError.UNKNOWN_TOPIC_OR_PART}
-# How long a message to a topic that is not ours (a caller's reply_to, the
-# caller long gone) may wait for the topic to exist before it is given up.
-FOREIGN_TOPIC_PATIENCE_S = 10.0
 
 
 class NotDelivered(TransientError):
@@ -55,8 +54,9 @@ class NotDelivered(TransientError):
 
 class Delivery:
     def __init__(self, settings: Settings, producer: RecordSink, sleep: Callable[[float], None],
-                 policy: RetryPolicy = POLICY) -> None:
+                 policy: RetryPolicy = POLICY, reply_producer: RecordSink | None = None) -> None:
         self.settings, self.producer, self.sleep, self.policy = settings, producer, sleep, policy
+        self.caller_replies = CallerReplies(settings, reply_producer or producer)
         self.profile = profile_named(settings.broker_profile)
         self.missing_topics: set[str] = set()  # service topics a delivery found missing, until one succeeds
 
@@ -67,15 +67,13 @@ class Delivery:
                 self._publish(traced)
 
     def _publish(self, outgoing: list[Outgoing]) -> None:
-        pending = list(outgoing)
-        first_failed: dict[int, float] = {}  # id(message) -> when its delivery first failed
+        self.caller_replies.deliver([item for item in outgoing if self.caller_replies.takes(item)])
+        pending = [item for item in outgoing if not self.caller_replies.takes(item)]
 
         def deliver_pending() -> None:
             nonlocal pending
             failed = self._send(pending)
-            now = time.monotonic()
-            pending = [again for item, err in failed
-                       if (again := self._after_failure(item, err, now - first_failed.setdefault(id(item), now)))]
+            pending = [again for item, err in failed if (again := self._after_failure(item, err))]
             if pending:
                 raise NotDelivered(f"{len(pending)} message(s) not delivered")
 
@@ -111,14 +109,12 @@ class Delivery:
             except BufferError:  # the local queue is full: let deliveries drain it
                 self.producer.poll(0.1)
 
-    def _after_failure(self, item: Outgoing, err: KafkaError, waited_s: float) -> Outgoing | None:
+    def _after_failure(self, item: Outgoing, err: KafkaError) -> Outgoing | None:
         """What to send next for a failed delivery: the same record, a smaller one, or nothing."""
         code = err.code()
         if code in PERMANENT_DELIVERY_ERRORS:
             return self._undeliverable(item, err)
         if code in MISSING_TOPIC_ERRORS:
-            if item.topic not in service_topics(self.settings):
-                return self._undeliverable(item, err) if waited_s >= FOREIGN_TOPIC_PATIENCE_S else item
             if self.profile.recreates_lost_topics:
                 self._recreate_topics()
             else:
@@ -132,6 +128,9 @@ class Delivery:
         if item.topic.endswith(DLQ_SUFFIX) and err.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE):
             log.error("dead-letter copy for %s too large: sending it without its value", item.topic)
             return truncated(item)
+        if item.caller is not None:  # a reply on our reply topic, too large for it
+            caller_replies.give_up(item, caller_replies.reason_of(err), err)
+            return None
         log.error("giving up a message to %s (%d bytes): %s", item.topic, len(item.value), err)
         return None
 

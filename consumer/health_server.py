@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.version import __version__
+from shared.version import SERVER_NAME, __version__
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,10 @@ class HealthServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            def version_string(self) -> str:
+                # The Server header: what answers, not http.server's "BaseHTTP/0.6 Python/3.11.7".
+                return SERVER_NAME
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 if self.path == "/metrics":
                     self._send(200, generate_latest(), CONTENT_TYPE_LATEST)

@@ -156,6 +156,9 @@ def group_member(settings: Settings, group: str, topics: list[str], joined: thre
                 # Consumer lag per partition for the metrics (see consumer_metrics).
                 "statistics.interval.ms": 5000,
                 "stats_cb": record_statistics,
+                # Static membership: a restart under the same id takes the
+                # partitions back without waiting for the session timeout.
+                **({"group.instance.id": instance} if (instance := settings.instance_id(group)) else {}),
             },
         )
     )

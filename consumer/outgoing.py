@@ -32,6 +32,9 @@ class Outgoing:
     # send span is a child of that, and its traceparent header that span
     # (consumer/message_spans.py). Not part of the record.
     trace_parent: Context | None = field(default=None, compare=False, repr=False)
+    # For a reply: the request id it answers (consumer/caller_replies.py gives
+    # up an undeliverable reply for that request alone). Not part of the record.
+    caller: str | None = field(default=None, compare=False, repr=False)
 
 
 def reply(settings: Settings, reply_to: str | None, correlation_id: str, status: int, body: dict[str, Any]) -> Outgoing:
@@ -55,6 +58,7 @@ def reply(settings: Settings, reply_to: str | None, correlation_id: str, status:
         correlation_id.encode(),
         value,
         record_headers(correlation_id),
+        caller=correlation_id,
     )
 
 

@@ -28,7 +28,9 @@ from shared.log_setup import bind
 from shared.messages import (
     HEADER_CORRELATION_ID,
     HEADER_REPLY_TO,
+    MessageError,
     RefreshRequested,
+    UnexpectedFields,
     header,
     refresh_event,
     request_trigger,
@@ -36,6 +38,11 @@ from shared.messages import (
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class ForeignRequestId(MessageError):
+    """A request whose id is already another company's (stored, or earlier in
+    the run): never answered with that company's result, nor refreshed."""
 
 
 def refresh_requests(settings: Settings, requests: Sequence[RefreshRequested], uow: UnitOfWork) -> None:
@@ -59,6 +66,7 @@ def refresh_requests(settings: Settings, requests: Sequence[RefreshRequested], u
         preview_requests(settings, previews, uow)
         return
     stored = uow.stored([r.request_id for r in requests])
+    check_owners(requests, stored)
     todo: dict[str, RefreshRequested] = {}
     for r in requests:
         if r.request_id not in stored:
@@ -90,6 +98,23 @@ def refresh_requests(settings: Settings, requests: Sequence[RefreshRequested], u
         uow.reply(reply(settings, request.reply_to, request.request_id, result.status, result.reply))
 
 
+def check_owners(requests: Sequence[RefreshRequested], stored: dict[str, StoredResult]) -> None:
+    """A second line of defence behind the broker's ACLs (docs/security.md):
+    a stored result goes only to a request of the company it belongs to.
+
+    Only the API's principal may write requests, so a request id reused by
+    another company is a forged or broken record: it is given up (the DLQ,
+    with this reason, and no reply: its reply_to is not to be trusted) before
+    anything is refreshed. Raised for the whole run, the bus then handles its
+    records one by one and gives up this one alone."""
+    owners = {request_id: (result.kind, result.company_id) for request_id, result in stored.items()}
+    for r in requests:
+        owner = owners.setdefault(r.request_id, (inbox.REFRESH_REQUEST, r.company_id))
+        if owner != (inbox.REFRESH_REQUEST, r.company_id):
+            raise ForeignRequestId("the request id is another company's request (or another message's): "
+                                   f"nothing refreshed, nothing sent; id {r.request_id}")
+
+
 def _start_jobs(settings: Settings, uow: UnitOfWork, requests: Sequence[RefreshRequested]) -> dict[str, StoredResult]:
     """The requests too large for one transaction, planned as jobs (or
     answered 403 when they name assessments that are not the company's)."""
@@ -112,15 +137,22 @@ def _start_jobs(settings: Settings, uow: UnitOfWork, requests: Sequence[RefreshR
 
 
 def answer_failed_request(settings: Settings, failed: Failed, uow: UnitOfWork) -> None:
-    """Given up: dead-letter the record, and answer a waiting caller 500 rather than leave it to time out."""
+    """Given up: dead-letter the record, and answer a waiting caller rather
+    than leave it to time out: 400 for fields a request may not name (as over
+    REST), 500 otherwise; a request reusing another company's id gets nothing."""
     uow.publish(failed.dead_letter())
+    if isinstance(failed.error, ForeignRequestId):
+        return  # its reply_to is the forger's: not a word goes there
     request = failed.message if isinstance(failed.message, RefreshRequested) else None
     headers = failed.record.headers()
     correlation_id = request.request_id if request else header(headers, HEADER_CORRELATION_ID)
     if correlation_id:
         reply_to = request.reply_to if request else header(headers, HEADER_REPLY_TO)
-        body = {"error": f"Error refreshing assessment data: {failed.reason}"}
-        uow.reply(reply(settings, reply_to, correlation_id, 500, body))
+        if isinstance(failed.error, UnexpectedFields):
+            status, body = 400, {"error": str(failed.error)}
+        else:
+            status, body = 500, {"error": f"Error refreshing assessment data: {failed.reason}"}
+        uow.reply(reply(settings, reply_to, correlation_id, status, body))
 
 
 def _refresh(uow: UnitOfWork, request: RefreshRequested) -> StoredResult:

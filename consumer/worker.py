@@ -20,6 +20,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 
 from consumer.bus import Handler, MessageBus
+from consumer.caller_replies import reply_producer_config
 from consumer.delivery import Delivery
 from consumer.handlers import handlers, routes
 from consumer.local_work import handle_work_here
@@ -55,7 +56,11 @@ class Worker:
         self.start_uow = partial(new_uow, policy)
         self.sleep = sleep or self._wait
         self.producer = producer or Producer(producer_config(settings, **{"message.timeout.ms": 10000}))
-        self.delivery = Delivery(settings, self.producer, self.sleep)
+        # Replies to callers' own topics: a producer of their own (consumer/caller_replies.py);
+        # a replay answers no one and needs none.
+        self.reply_producer = producer or (Producer(reply_producer_config(settings)) if policy.replies
+                                           else self.producer)
+        self.delivery = Delivery(settings, self.producer, self.sleep, reply_producer=self.reply_producer)
         # The Tansu profile's replays read to end-of-partition: what a replay
         # dead-letters is stamped, so that replaying a DLQ does not read back
         # (and fail again on) what it wrote there itself.
@@ -83,6 +88,7 @@ class Worker:
             log.info("stopped with an unfinished batch; its offsets were not stored")
         finally:
             self.producer.flush(5)
+            self.reply_producer.flush(2)
             consumer.close()
 
     def handle_batch(self, records: Sequence[Record]) -> None:

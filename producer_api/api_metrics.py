@@ -6,14 +6,24 @@ process's own and needs no multiprocess mode.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.version import SERVER_NAME
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 HTTP_DURATION = Histogram(
     "assessment_refresh_http_request_duration_seconds",
@@ -31,6 +41,14 @@ REPLY_TIMEOUTS = Counter(
 BROKER_UNAVAILABLE = Counter(
     "assessment_refresh_broker_unavailable_total", "Requests answered 503: certainly not written (no broker connection, or refused)"
 )
+API_KEY_LOOKUPS = Counter(
+    "assessment_refresh_api_key_lookups_total",
+    "API keys looked up in the database (neither cache knew them), by result: found or unknown", ["result"]
+)
+AUTH_REFUSED = Counter(
+    "assessment_refresh_auth_refused_total",
+    "Requests answered 429 for too many failed authentications from their client address"
+)
 REQUESTS_PUBLISHED = Counter(
     "assessment_refresh_requests_published_total", "Refresh requests delivered to the broker", ["mode"]
 )
@@ -47,8 +65,18 @@ async def metrics(_request: Request) -> Response:
 
 def serve_metrics_apart(host: str, port: int) -> Callable[[], None]:
     """/metrics on a port of its own (API_METRICS_PORT), so that it stays off
-    the public port; returns what stops it."""
-    server, thread = start_http_server(port, addr=host)
+    the public port; returns what stops it.
+
+    prometheus_client's own start_http_server, but for its ``Server`` header:
+    wsgiref's names the Python version (``WSGIServer/0.2 CPython/3.11.7``),
+    and it adds it only when the app has not set one."""
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    server = make_server(host, port, _named(make_wsgi_app()), Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="api-metrics", daemon=True)
+    thread.start()
 
     def stop() -> None:
         server.shutdown()
@@ -56,6 +84,21 @@ def serve_metrics_apart(host: str, port: int) -> Callable[[], None]:
         thread.join(timeout=2)
 
     return stop
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+        """Scrapes are not worth a line each."""
+
+
+def _named(app: WSGIApplication) -> WSGIApplication:
+    def named(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            return start_response(status, [*headers, ("Server", SERVER_NAME)], exc_info)
+
+        return app(environ, start)
+
+    return named
 
 
 class MetricsMiddleware:

@@ -8,12 +8,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from producer_api import async_requests, async_results, query
-from producer_api.access_log import AccessLogIds
+from producer_api.access_log import AccessLogIds, scrub_access_log
 from producer_api.api_metrics import (
     BROKER_UNAVAILABLE,
     REPLY_TIMEOUTS,
@@ -21,7 +21,6 @@ from producer_api.api_metrics import (
     MetricsMiddleware,
     metrics,
 )
-from producer_api.auth import admit_key, company_of_key
 from producer_api.delivery import BrokerUnavailable, DeliveryUnconfirmed
 from producer_api.dispatch import publish_request
 from producer_api.errors import EXCEPTION_HANDLERS, error
@@ -29,6 +28,7 @@ from producer_api.history import HISTORY_PATH, assessment_history
 from producer_api.http_tracing import tracing_middleware
 from producer_api.openapi import docs_routes
 from producer_api.replies import await_reply
+from producer_api.security_headers import SecurityHeaders
 from producer_api.services import Services, lifespan
 from producer_api.validation import BadRequest, parse_assessment_ids
 from shared.db import ping
@@ -45,6 +45,9 @@ class BodyTooLarge(Exception):
     pass
 
 
+CLIENT_CLOSED_REQUEST = 499
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -58,7 +61,16 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def refresh_assessments(request: Request) -> JSONResponse:
+def client_went_away(request: Request) -> Response:
+    """The client closed the connection before its body was all there: its
+    business, not a server error. One INFO line, and 499 (nginx's "client
+    closed request") for the metrics; nobody is left to read the answer."""
+    log.info("client closed the connection before sending its whole body (%s bytes declared): nothing done",
+             request.headers.get("content-length", "no length"))
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+async def refresh_assessments(request: Request) -> Response:
     """Refresh assessments; wait for the result, or with ``Prefer: respond-async`` answer 202.
 
     The YAML below is this operation in GET /openapi.json (producer_api/openapi.py).
@@ -118,12 +130,14 @@ async def refresh_assessments(request: Request) -> JSONResponse:
     """
     services: Services = request.state.services
     settings = services.settings
-    key = admit_key(request, services.limiter)
+    # The key first: a caller without a valid one never gets its body read.
+    company_id = await services.gate.company(request)
     try:
         body = await read_body(request, settings.max_body_bytes)
     except BodyTooLarge:
         return error(413, f"Request body exceeds {settings.max_body_bytes} bytes")
-    company_id = await company_of_key(services.engine, key, services.keys)
+    except ClientDisconnect:
+        return client_went_away(request)
     try:
         ids = parse_assessment_ids(body, settings.max_assessment_ids)
         dry_run = query.flag(request.query_params, "dry_run")
@@ -244,6 +258,7 @@ async def readyz(request: Request) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     setup_tracing("assessment-refresh-api")  # OTEL_* variables; nothing without an exporter
+    scrub_access_log()
     return Starlette(
         routes=[
             Route("/assessments/refresh-assessments", refresh_assessments, methods=["POST"]),
@@ -255,7 +270,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *([] if settings.api_metrics_port else [Route("/metrics", metrics)]),
             *docs_routes(settings),
         ],
-        middleware=[*tracing_middleware(), Middleware(MetricsMiddleware), Middleware(AccessLogIds)],
+        middleware=[Middleware(SecurityHeaders), *tracing_middleware(), Middleware(MetricsMiddleware),
+                    Middleware(AccessLogIds)],
         lifespan=lifespan(settings),
         exception_handlers=EXCEPTION_HANDLERS,
     )

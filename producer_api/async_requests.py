@@ -30,7 +30,6 @@ from starlette.responses import JSONResponse
 
 from producer_api import async_results
 from producer_api.api_metrics import BROKER_UNAVAILABLE, REQUESTS_PUBLISHED
-from producer_api.auth import admit_key, company_of_key
 from producer_api.delivery import BrokerUnavailable, DeliveryUnconfirmed
 from producer_api.dispatch import publish_request
 from producer_api.errors import error
@@ -135,8 +134,7 @@ async def refresh_request_status(request: Request) -> JSONResponse:
       "503": {$ref: "#/components/responses/Unavailable"}
     """
     services: Services = request.state.services
-    key = admit_key(request, services.limiter)
-    company_id = await company_of_key(services.engine, key, services.keys)
+    company_id = await services.gate.company(request)
     request_id: str = request.path_params["request_id"]
     if len(request_id) > MAX_REQUEST_ID_CHARS or "\x00" in request_id:
         return unknown_request()

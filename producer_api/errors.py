@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from producer_api.security_headers import HEADERS as SECURITY_HEADERS
+
 log = logging.getLogger(__name__)
 
 # Statuses that must not carry a body (RFC 9110); Starlette's own handler
@@ -41,7 +43,7 @@ async def unexpected_error_as_json(request: Request, exc: Exception) -> Response
     server logs the traceback; we log the path here too for context.
     """
     log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
-    return error(500, "Internal server error")
+    return error(500, "Internal server error", headers=SECURITY_HEADERS)
 
 
 EXCEPTION_HANDLERS = {HTTPException: http_exception_as_json, Exception: unexpected_error_as_json}

@@ -12,7 +12,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from producer_api import query
-from producer_api.auth import admit_key, company_of_key
 from producer_api.errors import error
 from producer_api.services import Services
 from producer_api.validation import INT64_MAX, BadRequest
@@ -65,8 +64,7 @@ async def assessment_history(request: Request) -> JSONResponse:
       "503": {$ref: "#/components/responses/Unavailable"}
     """
     services: Services = request.state.services
-    key = admit_key(request, services.limiter)
-    company_id = await company_of_key(services.engine, key, services.keys)
+    company_id = await services.gate.company(request)
     oid: int = request.path_params["oid"]
     try:
         limit = query.bounded_int(request.query_params, "limit", history.DEFAULT_PAGE, 1, history.MAX_PAGE)

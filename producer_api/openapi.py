@@ -54,7 +54,10 @@ SCHEMAS: dict[str, Any] = {
     "RefreshRequest": {
         "type": "object",
         "description": "An empty body, `{}`, or `assessment_ids` missing, null or `[]` refresh every "
-        "assessment of the company that owns the API key. Unknown fields are ignored.",
+        "assessment of the company that owns the API key. Any other field, or a field given twice, is a "
+        "400 that names it (`Unknown field(s): [\"assesment_ids\"]`, `Duplicate field(s): "
+        "[\"assessment_ids\"]`): a misspelled field never means \"all\".",
+        "additionalProperties": False,
         "properties": {
             "assessment_ids": {
                 "type": "array",
@@ -156,8 +159,8 @@ RESPONSES: dict[str, Any] = {
         "content": _json("Pending"),
     },
     "BadRequest": _error_response(
-        "The body is not a JSON object, `assessment_ids` is not a list, or not a list of integers; "
-        "or `dry_run` is neither `true` nor `false`."
+        "The body is not a JSON object, names a field other than `assessment_ids` or a field twice, "
+        "`assessment_ids` is not a list, or not a list of integers; or `dry_run` is neither `true` nor `false`."
     ),
     "Unauthorized": _error_response("Missing or unknown API key: `{\"error\": \"Invalid or missing API key\"}`."),
     "NotOwned": _error_response(

@@ -1,4 +1,5 @@
-"""Per-API-key rate limiting: a token bucket per key, in this process's memory.
+"""Token buckets in this process's memory: per API key (requests), and per
+client address (failed authentications, producer_api/auth.py).
 
 With N API replicas a key may get up to N times the rate; the limit guards the
 service against a runaway client, it is not a billing meter.
@@ -38,12 +39,23 @@ class RateLimiter:
         bucket = self._buckets.get(key_id)
         if bucket is None:
             bucket = self._buckets[key_id] = _Bucket(float(self.burst), now)
-        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
-        bucket.updated = now
+        self._refill(bucket, now)
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return 0.0
         return (1.0 - bucket.tokens) / self.rate
+
+    def wait(self, key_id: str) -> float:
+        """Seconds until this key has a token (0.0: it has one now), taking none."""
+        bucket = self._buckets.get(key_id) if self.enabled else None
+        if bucket is None:
+            return 0.0
+        self._refill(bucket, self.clock())
+        return 0.0 if bucket.tokens >= 1.0 else (1.0 - bucket.tokens) / self.rate
+
+    def _refill(self, bucket: _Bucket, now: float) -> None:
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) * self.rate)
+        bucket.updated = now
 
     def _prune(self, now: float) -> None:
         # A bucket idle long enough to be full again holds no information: drop it,

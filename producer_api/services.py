@@ -8,14 +8,14 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 
 from producer_api import async_results
 from producer_api.api_metrics import serve_metrics_apart, watch_awaited
-from producer_api.auth import KeyCache
+from producer_api.auth import Gate, KeyCache
 from producer_api.publisher import RequestPublisher
 from producer_api.ratelimit import RateLimiter
 from producer_api.replies import ReplyWaiter
@@ -32,8 +32,7 @@ class Services:
     engine: Engine
     publisher: RequestPublisher
     waiter: ReplyWaiter
-    limiter: RateLimiter
-    keys: KeyCache = field(default_factory=lambda: KeyCache(0))
+    gate: Gate  # the API key checks (producer_api/auth.py)
 
 
 def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextManager[dict[str, Services]]]:
@@ -58,9 +57,10 @@ def lifespan(settings: Settings) -> Callable[[Starlette], AbstractAsyncContextMa
             if settings.prune_interval_s > 0 else None
         )
         try:
-            limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-            keys = KeyCache(settings.api_key_cache_s)
-            yield {"services": Services(settings, engine, publisher, waiter, limiter, keys)}
+            gate = Gate(engine, RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst),
+                        RateLimiter(settings.auth_failure_rate_per_s, settings.auth_failure_burst),
+                        KeyCache(settings.api_key_cache_s, settings.api_key_miss_cache_s))
+            yield {"services": Services(settings, engine, publisher, waiter, gate)}
         finally:
             publisher.close()
             waiter.stop()

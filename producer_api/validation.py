@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-import json
+from shared import strict_fields
 
+# The only field of a refresh body: anything else (a typo such as
+# "assesment_ids") must be an error, never "refresh everything".
+FIELDS = frozenset({"assessment_ids"})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # RFC 8259 section 2: the only insignificant whitespace in JSON. bytes.strip()
 # with no argument would also drop \x0b and \x0c, which JSON does not allow.
@@ -20,18 +23,22 @@ def parse_assessment_ids(body: bytes, max_ids: int) -> list[int] | None:
     An empty body (no bytes), ``{}``, a missing, null or empty ``assessment_ids``
     all mean "every assessment of the company". Anything else, whitespace alone
     included, must parse as a JSON object (docs/design.md#rest-contract; the OpenAPI
-    document says the same). Unknown fields are ignored.
+    document says the same). A field other than ``assessment_ids``, or a field
+    given twice, is an error (shared/strict_fields.py).
     """
     if body == b"":
         return None
     if not body.strip(JSON_WHITESPACE):
         raise BadRequest("Request body must be a JSON object")
     try:
-        payload = json.loads(body, parse_int=_parse_int)
+        payload = strict_fields.loads(body, parse_int=_parse_int)
     except (ValueError, RecursionError):  # bad UTF-8 or JSON, or absurd nesting/number size
         raise BadRequest("Request body must be a JSON object") from None
     if not isinstance(payload, dict):
         raise BadRequest("Request body must be a JSON object")
+    problem = strict_fields.field_problem(payload, FIELDS)
+    if problem is not None:
+        raise BadRequest(problem)
     ids = payload.get("assessment_ids")
     if ids is None:
         return None

@@ -132,7 +132,10 @@ def _channels(settings: Settings) -> dict[str, Any]:
             None, "Refresh replies (the caller's)",
             f"Whatever topic a request's `{HEADER_REPLY_TO}` header names, so that any client (FastStream, "
             f"Spring, a script) gets its answer; {settings.reply_topic} when the header is missing or not a "
-            "topic name.", ["refreshReply"], None),
+            "topic name. The caller creates it: the service never does, gives a reply one delivery attempt "
+            "of about 1.5 s, and gives it up (the result stays at the request's Location) when the topic is "
+            "missing, not writable or refuses the record; a reply_to naming one of the service's own topics "
+            "is refused.", ["refreshReply"], None),
         "questionEvents": _channel(
             settings.question_events_topic, "Question events",
             "The question bank's events, keyed by qid." + created,

@@ -34,14 +34,19 @@ class StoredResult:
     reply: dict[str, Any]
     events: list[dict[str, Any]]
     published: bool = False
+    # Whose result this is, as read from the inbox (None for one not stored yet).
+    kind: str | None = None
+    company_id: int | None = None
 
 
 def find_many(conn: Connection, message_ids: list[str]) -> dict[str, StoredResult]:
     rows = conn.execute(
-        text("SELECT message_id, status, reply, events, published FROM processed_messages WHERE message_id = ANY(:ids)"),
+        text("SELECT message_id, kind, company_id, status, reply, events, published FROM processed_messages "
+             "WHERE message_id = ANY(:ids)"),
         {"ids": message_ids},
     )
-    return {row.message_id: StoredResult(row.status, row.reply, row.events, row.published) for row in rows}
+    return {row.message_id: StoredResult(row.status, row.reply, row.events, row.published, row.kind, row.company_id)
+            for row in rows}
 
 
 def record_many(

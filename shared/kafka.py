@@ -57,6 +57,10 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         # behind a later one: one company's requests, and one assessment's
         # events, stay in order within their partition.
         "enable.idempotence": True,
+        # The Java client's partitioner (murmur2) unless the operator keeps
+        # another: one company's requests, one question's events, stay on one
+        # partition, in order, whichever client wrote them.
+        "partitioner": settings.kafka_partitioner,
         **profile_named(settings.broker_profile).producer_overrides,
         **overrides,
     }

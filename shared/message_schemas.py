@@ -119,8 +119,10 @@ PAYLOAD_SCHEMAS: dict[str, Schema] = {
     "RefreshRequested": {
         "type": "object",
         "description": "Refresh these assessments of a company (all of them when `assessment_ids` is null or "
-        "missing). Unknown fields are ignored.",
+        "missing). A field not listed here, or a field given twice, is refused: the record is "
+        "dead-lettered and its caller answered 400, as the same mistake is over REST.",
         "required": ["schema_version", "company_id"],
+        "additionalProperties": False,
         "properties": {
             "schema_version": _VERSION,
             "request_id": {
@@ -147,8 +149,9 @@ PAYLOAD_SCHEMAS: dict[str, Schema] = {
         "properties": {
             "schema_version": _VERSION,
             "request_id": {"type": "string", "description": "The request's `correlation_id`."},
-            "status": {"type": "integer", "enum": [200, 403, 500],
-                       "description": "200 refreshed, 403 ids not the company's (nothing refreshed), "
+            "status": {"type": "integer", "enum": [200, 400, 403, 500],
+                       "description": "200 refreshed, 400 the request named a field it may not (or one "
+                       "twice), 403 ids not the company's (nothing refreshed), "
                        "500 the refresh failed (nothing changed)."},
             "body": {"type": "object"},
             "result_location": {

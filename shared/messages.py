@@ -17,6 +17,7 @@ from opentelemetry import propagate
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
 
+from shared import strict_fields
 from shared.questions import DocumentError, QuestionData, parse_question
 
 SCHEMA_VERSION = 1
@@ -48,6 +49,11 @@ class MessageError(ValueError):
     """A message that cannot be decoded or does not follow the contract."""
 
 
+class UnexpectedFields(MessageError):
+    """A request naming a field it may not, or a field twice: the caller's
+    mistake, answered 400 as the same body is over REST."""
+
+
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
@@ -61,13 +67,15 @@ def encode(payload: dict[str, Any]) -> bytes:
 
 
 def decode_object(value: bytes | None) -> dict[str, Any]:
-    """Parse a message value into a JSON object of a schema version we know."""
+    """Parse a message value into a JSON object of a schema version we know.
+
+    The object remembers keys it was given twice (``strict_fields.field_problem``)."""
     if value is None:
         raise MessageError("message has no value")
     try:
         # Decoded as UTF-8 first: json.loads(bytes) would also accept UTF-16
         # and UTF-32, which the contract (docs/design.md#topics-and-messages) does not.
-        payload = json.loads(value.decode("utf-8"))
+        payload = strict_fields.loads(value.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8/JSON, absurd numbers or nesting
         raise MessageError(f"value is not UTF-8 JSON: {str(exc)[:200]}") from exc
     if not isinstance(payload, dict):
@@ -163,6 +171,10 @@ class RefreshRequested:
     # (consumer/preview.py). On the wire only when true.
     dry_run: bool = False
 
+    # The body's fields; any other, or one given twice, is refused (UnexpectedFields),
+    # as over REST: a misspelled "assessment_ids" must never mean "all".
+    FIELDS = frozenset({"schema_version", "request_id", "company_id", "assessment_ids", "requested_at"})
+
     def to_json(self) -> bytes:
         payload: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
@@ -180,6 +192,9 @@ class RefreshRequested:
         cls, value: bytes | None, *, correlation_id: str | None = None, reply_to: str | None = None
     ) -> RefreshRequested:
         payload = decode_object(value)
+        problem = strict_fields.field_problem(payload, cls.FIELDS)
+        if problem is not None:
+            raise UnexpectedFields(problem)
         ids = payload.get("assessment_ids")
         if ids is not None and not (isinstance(ids, list) and all(_is_int(i) for i in ids)):
             raise MessageError("assessment_ids must be null or a list of integers")

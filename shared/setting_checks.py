@@ -64,6 +64,14 @@ topic_name = _simple("must be a Kafka topic name: 1 to 249 letters, digits, '.',
 
 not_empty = _simple("must not be empty", lambda v: bool(str(v).strip()))
 
+# Kafka checks a group.instance.id as it checks a topic name (JoinGroupRequest); empty: none.
+instance_id = _simple("must be empty or 1 to 249 letters, digits, '.', '_' or '-' (a pod or replica name)",
+                      lambda v: not str(v) or (bool(_TOPIC.fullmatch(str(v))) and str(v) not in (".", "..")))
+
+# librdkafka's values of "partitioner" (CONFIGURATION.md).
+partitioner = one_of("murmur2_random", "murmur2", "consistent_random", "consistent", "fnv1a_random", "fnv1a",
+                     "random")
+
 
 def _database_url_problem(value: object) -> str | None:
     from sqlalchemy.engine import make_url
@@ -79,6 +87,24 @@ def _database_url_problem(value: object) -> str | None:
 
 
 database_url = Rule("must be a PostgreSQL URL (postgresql://...)", _database_url_problem)
+
+
+def _is_address_list(value: object) -> bool:
+    import ipaddress
+
+    text = str(value).strip()
+    if text in ("", "*"):
+        return True
+    try:
+        for item in text.split(","):
+            ipaddress.ip_network(item.strip(), strict=False)
+    except ValueError:
+        return False
+    return True
+
+
+# uvicorn's FORWARDED_ALLOW_IPS, checked: uvicorn itself takes a typo as a literal that never matches.
+addresses = _simple('must be IP addresses or networks (10.0.0.0/8), comma-separated, or "*"', _is_address_list)
 
 LOG_LEVELS = tuple(name for name in logging.getLevelNamesMapping() if name != "NOTSET")
 
@@ -99,3 +125,14 @@ def check_settings(values: Mapping[str, object], rules: Mapping[str, Rule] | Non
         if problem is not None:
             shown = "" if name in secret else f", not {values[name]!r}"
             raise ConfigurationError(f"{name.upper()} {problem}{shown}")
+
+
+def check_together(settings: Mapping[str, object]) -> None:
+    """Rules on several settings at once (every field, defaults included)."""
+    if settings.get("consumer_instance_id") and settings.get("kafka_group_protocol") != "classic":
+        # Measured (docs/operations.md): with the consumer protocol the broker
+        # refuses a SIGKILLed member's restart under the same id until the old
+        # session expires (UNRELEASED_INSTANCE_ID, fatal in librdkafka).
+        raise ConfigurationError(
+            "CONSUMER_INSTANCE_ID needs KAFKA_GROUP_PROTOCOL=classic: with the consumer protocol a crashed "
+            "member restarted under the same id is refused until its session expires")

@@ -18,7 +18,7 @@ from typing import Any
 
 from shared import setting_checks as rule
 from shared.kafka_properties import FILE_SUFFIX, ConfigurationError, client_properties, masked, read_secret_file
-from shared.setting_checks import Rule, check_settings
+from shared.setting_checks import Rule, check_settings, check_together
 
 DECLARATION = "assessment_refresh.setting"
 
@@ -81,6 +81,19 @@ class Settings:
     api_key_cache_s: float = setting(
         5.0, "how long an API process trusts a valid key without asking PostgreSQL (a revoked key keeps working "
         "that long on a replica that saw it); 0 always asks", rule.at_least(0))
+    api_key_miss_cache_s: float = setting(
+        5.0, "how long an API process remembers a key PostgreSQL does not know (a key created right after a failed "
+        "try with it works that much later); 0 always asks", rule.at_least(0))
+    auth_failure_rate_per_s: float = setting(
+        1.0, "failed authentications per second allowed per client address and API process, after the burst "
+        "(then 429 with `Retry-After` and no database look-up); 0 turns the limit off", rule.at_least(0))
+    auth_failure_burst: int = setting(20, "failed authentications a client address may make at once",
+                                      rule.at_least(1))
+    # Passed to uvicorn explicitly (producer_api/client_address.py): its own default trusts 127.0.0.1.
+    forwarded_allow_ips: str = setting(
+        "", "proxies whose `X-Forwarded-For` names the client address: IP addresses or networks, comma-separated, "
+        "or `*` (any peer: only where nothing but the proxy reaches the API); empty: none, the TCP peer is the "
+        "client", rule.addresses)
     broker_profile: str = setting(
         "kafka", "which broker's quirks to live with: `kafka` (Apache Kafka, or any broker that behaves like it) or "
         "`tansu` (the dev broker, its workarounds switched on: shared/tansu.py, listed in docs/tansu.md); `dev` and "
@@ -92,9 +105,22 @@ class Settings:
         rule.one_of("consumer", "classic"))
     kafka_session_timeout_ms: int = setting(
         45000, "group session timeout, classic protocol only (Tansu's default: 6000)", rule.at_least(1))
+    # Static group membership (group.instance.id): a crashed process restarted
+    # under the same id takes its partitions back at once instead of after the
+    # session timeout. With the consumer protocol the broker refuses the
+    # restarted member until the old session expires (docs/operations.md).
+    consumer_instance_id: str = setting(
+        "", "static group membership: this consumer process's `group.instance.id` (the work lane adds `.work`); "
+        "one per process, e.g. the pod name; empty: dynamic membership. Needs `KAFKA_GROUP_PROTOCOL=classic`",
+        rule.instance_id)
     kafka_fetch_wait_max_ms: int = setting(
         500, "the longest wait of an empty fetch; Kafka answers as soon as a record arrives, so it costs no latency "
         "there (Tansu's default: 10; `dev` on Tansu: 100, see docs/tansu.md)", rule.at_least(0))
+    # murmur2_random is the Java client's rule: a key lands on one partition whoever writes it.
+    kafka_partitioner: str = setting(
+        "murmur2_random", "librdkafka's `partitioner` for every producer of the service; `murmur2_random` places a "
+        "key as the Java client does (`consistent_random` was the default before 0.2: see the upgrade note in "
+        "docs/operations.md)", rule.partitioner)
     api_host: str = setting("127.0.0.1", "the interface `assessment-refresh api` listens on", rule.not_empty)
     api_port: int = setting(8000, "the port `assessment-refresh api` listens on (a port in use: one line naming "
                             "the flag, exit 2)", rule.port)
@@ -144,7 +170,9 @@ class Settings:
         values["kafka_properties"] = client_properties(os.environ, variables)
         values.update(overrides)
         check_settings(values)
-        return cls.for_broker(**values).with_driver()
+        settings = cls.for_broker(**values).with_driver()
+        check_together({f.name: getattr(settings, f.name) for f in fields(settings)})
+        return settings
 
     @classmethod
     def for_broker(cls, **values: object) -> Settings:
@@ -159,6 +187,13 @@ class Settings:
     def work_group(self) -> str:
         """The consumer group of the work lanes (one member per consumer process)."""
         return f"{self.consumer_group}.work"
+
+    def instance_id(self, group: str) -> str | None:
+        """This process's static member id in ``group`` (None: dynamic membership):
+        CONSUMER_INSTANCE_ID in the main group, with ".work" in the work group."""
+        if not self.consumer_instance_id:
+            return None
+        return self.consumer_instance_id + (".work" if group == self.work_group else "")
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes ``from_env`` give these settings (for child processes)."""

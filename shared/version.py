@@ -37,3 +37,8 @@ def read_version(pyproject: Path = SOURCE_PYPROJECT) -> str:
 
 
 __version__ = read_version()
+
+# The Server header of the HTTP servers the service runs itself (the API's
+# separate metrics port, the consumer's health port): what answers, never
+# which Python runs it. (/healthz names the version, for who asks.)
+SERVER_NAME = DISTRIBUTION

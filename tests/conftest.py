@@ -71,5 +71,8 @@ def unique_settings(database_url: str, bootstrap_servers: str, **overrides: obje
         kafka_session_timeout_ms=3000,
         consumer_metrics_port=0,  # several consumers per test; test_observability picks free ports
         rate_limit_per_s=0.0,  # tests that load the API hard would trip it; test_rate_limit turns it on
+        # Every test client is 127.0.0.1, and the bad-input suites send hundreds
+        # of wrong keys; tests/security/test_probe_edges.py turns it on.
+        auth_failure_rate_per_s=0.0,
     )
     return Settings.for_broker(**{**fields, **overrides}).with_driver()

@@ -25,7 +25,9 @@ class Record:
 
 def produce(bootstrap: str, topic: str, value: bytes, key: bytes | None = None,
             headers: list[tuple[str, bytes]] | None = None) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap})
+    # Partitioned as the Java client (and the service) does: a key's records
+    # from the tests and from the service share a partition, in order.
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
     producer.produce(topic, value, key, headers=headers or [])
     assert producer.flush(10) == 0, "record not delivered"
 

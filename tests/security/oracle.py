@@ -22,6 +22,8 @@ NOT_LIST = "assessment_ids must be a list"
 NOT_INTS = "assessment_ids must be a list of integers"
 NOT_64BIT = "assessment_ids must be 64-bit integers"
 FORBIDDEN_PREFIX = "Assessment IDs do not belong to company or do not exist: "
+UNKNOWN_FIELDS = "Unknown field(s): "
+DUPLICATE_FIELDS = "Duplicate field(s): "
 
 # docs/design.md#rest-contract: only an empty body (no bytes) means {}; whitespace
 # alone, JSON's or not, must parse as a JSON object, so it is a 400.
@@ -68,10 +70,22 @@ def _bounded_int(digits: str) -> int:
     return int(digits) if len(digits) <= 4000 else INT64_MAX + 1
 
 
+class _Pairs(dict[str, Any]):
+    repeated: list[str]
+
+
+def _pairs(items: list[tuple[str, Any]]) -> _Pairs:
+    obj = _Pairs(items)
+    names = [name for name, _ in items]
+    obj.repeated = sorted({name for name in names if names.count(name) > 1})
+    return obj
+
+
 def parse_json(body: bytes) -> tuple[bool, Any]:
-    """(parsed?, value) with the standard library's JSON reader."""
+    """(parsed?, value) with the standard library's JSON reader; an object
+    keeps the names it was given more than once in ``repeated``."""
     try:
-        return True, json.loads(body, parse_int=_bounded_int)
+        return True, json.loads(body, parse_int=_bounded_int, object_pairs_hook=_pairs)
     except (ValueError, RecursionError):
         return False, None
 
@@ -84,6 +98,12 @@ def expect_body(body: bytes, company: int, world: World) -> Expectation:
     parsed, value = parse_json(body)
     if not parsed or not isinstance(value, dict):
         return Expectation(400, NOT_OBJECT)
+    # A misspelled or repeated field must never mean "all": named, sorted, before any other rule.
+    unknown = sorted(set(value) - {"assessment_ids"})
+    if unknown:
+        return Expectation(400, UNKNOWN_FIELDS + json.dumps(unknown))
+    if value.repeated:
+        return Expectation(400, DUPLICATE_FIELDS + json.dumps(value.repeated))
     ids = value.get("assessment_ids")
     if ids is None:
         return everything
@@ -105,15 +125,14 @@ def expect_body(body: bytes, company: int, world: World) -> Expectation:
 
 
 def expect(headers: list[tuple[str, bytes]], body: bytes, world: World) -> Expectation:
+    # The key is checked before the body is read: a caller without a valid
+    # key learns nothing about the body, not even its size limit.
     key = effective_key(headers)
-    if key is None:
-        return Expectation(401, UNAUTHORIZED)
-    if len(body) > world.max_body_bytes:
-        # The size limit is checked before the key is looked up in the database.
-        return Expectation(413, error_prefix="Request body exceeds")
-    company = world.keys.get(key)
+    company = None if key is None else world.keys.get(key)
     if company is None:
         return Expectation(401, UNAUTHORIZED)
+    if len(body) > world.max_body_bytes:
+        return Expectation(413, error_prefix="Request body exceeds")
     return expect_body(body, company, world)
 
 

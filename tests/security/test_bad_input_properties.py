@@ -167,7 +167,9 @@ IDS_FIELD = st.one_of(
     st.lists(ANY_IDS, min_size=1, max_size=6),
     JSON_VALUES.filter(lambda v: v is not None and not isinstance(v, list)),
 )
-UNKNOWN_FIELDS = st.dictionaries(
+# Unknown fields are a 400 (naming them): present in about a third of the bodies,
+# so that the other rules are reached too.
+UNKNOWN_FIELDS = st.just({}) | st.just({}) | st.dictionaries(
     st.one_of(st.sampled_from(["company_id", "companyId", "apiKey", "__proto__", "assessment_id", "ids", "oid"]),
               st.text(max_size=8)).filter(lambda k: k != "assessment_ids"),
     JSON_VALUES, max_size=3,
@@ -311,8 +313,8 @@ def header_test_bodies(draw: st.DrawFn, limit: int) -> bytes:
     if kind == "garbage":
         return draw(st.binary(max_size=32))
     size = limit + draw(st.integers(-2, 2) if kind == "around-limit" else st.integers(3, 200_000))
-    head, tail = b'{"assessment_ids": [21], "pad": "', b'"}'
-    return head + b"p" * (size - len(head) - len(tail)) + tail
+    head, tail = b'{"assessment_ids": [21]', b"}"
+    return head + b" " * (size - len(head) - len(tail)) + tail  # JSON whitespace: padding without a field
 
 
 @st.composite

@@ -27,11 +27,14 @@ from sqlalchemy import Engine
 from assessment_refresh.acls import Principals, apply, bindings
 from assessment_refresh.local_servers import free_port
 from consumer.dead_letters import dlq_topic
+from shared.kafka import ensure_topics
+from shared.messages import RefreshRequested, record_headers, status_location
 from shared.settings import Settings
 from tests.conftest import unique_settings
 from tests.e2e.test_question_events import processed, two_company_world
 from tests.kafka_tools import deleted_event
 from tests.processes import ServiceProcess, start_api, start_consumer
+from tests.reply_stall import OTHERS_BOUND_S
 from tests.waiting import eventually
 from tests.worlds import load, slots, standard_changes, standard_world
 
@@ -288,6 +291,36 @@ def test_a_principal_with_the_acl_may_write(
 ) -> None:
     topic = topic_of(base_settings)  # type: ignore[operator]
     assert produce_as(user, pki, base_settings, topic) is None
+
+
+def test_a_reply_the_consumers_principal_may_not_write_is_given_up_for_that_caller_alone(
+    secured: Secured, base_settings: Settings, pki: Pki, engine: Engine
+) -> None:
+    """A request (written by the API's principal, the only one that may) whose
+    reply_to is a topic the consumer's principal has no ACL on: that reply is
+    given up at once (logged with the request id, reason not_authorized), its
+    result is at its Location, and the next caller is answered as usual."""
+    load(engine, standard_world())
+    theirs = f"other-client-{time.monotonic_ns()}.replies"
+    ensure_topics(as_user(base_settings, "admin", pki.ca_file), [theirs], partitions=1)
+    request_id = f"unwritable-{time.monotonic_ns()}"
+    producer = Producer({"bootstrap.servers": base_settings.kafka_bootstrap_servers,
+                         **client_properties("api", pki.ca_file)})
+    producer.produce(base_settings.request_topic, RefreshRequested(request_id, 7, [12]).to_json(), b"7",
+                     headers=[(k, v if isinstance(v, bytes) else (v or "").encode())
+                              for k, v in record_headers(request_id, reply_to=theirs)])
+    assert producer.flush(15) == 0
+    t0 = time.monotonic()
+    ok = post(secured.api, {"assessment_ids": [11]})
+    waited = time.monotonic() - t0
+    print(f"\nnext caller behind an unwritable reply: {ok.status_code} in {waited:.2f} s")
+    assert ok.status_code == 200 and waited < OTHERS_BOUND_S, (ok.status_code, waited)
+    given_up = eventually(lambda: [line for line in secured.consumer.log().splitlines()
+                                   if request_id in line and "given up (not_authorized" in line],
+                          timeout=FAILURE_BOUND_S, what="the give-up in the consumer's log")
+    assert theirs in given_up[0]
+    location = httpx.get(secured.api.url + status_location(request_id), headers=ACME, timeout=30)
+    assert location.status_code == 200 and [d["oid"] for d in location.json()["details"]] == [12]
 
 
 # -- the acls command itself --------------------------------------------------------

@@ -45,6 +45,7 @@ class Poison:
     id: str
     value: bytes | None
     attempts: str = "1"  # undecodable: dead-lettered at once; failing handlers: after 3 attempts
+    answer: tuple[int, str] | None = None  # the caller's status and exact error; None: a 500 "Error refreshing ..."
 
 
 def obj(**fields: Any) -> bytes:
@@ -130,6 +131,11 @@ REQUEST_POISONS = [
     Poison("ids-with-boolean", request(assessment_ids=[11, True])),
     Poison("ids-with-float", request(assessment_ids=[11.5])),
     Poison("ids-with-null", request(assessment_ids=[None])),
+    # Fields a request may not name, as over REST: a 400 naming them (issue 21).
+    Poison("misspelled-ids", request(assessment_ids=..., assesment_ids=[11]),
+           answer=(400, 'Unknown field(s): ["assesment_ids"]')),
+    Poison("repeated-ids", request()[:-1] + b', "assessment_ids": null}',
+           answer=(400, 'Duplicate field(s): ["assessment_ids"]')),
     # Decodable, but the database refuses it: three attempts, then the DLQ.
     Poison("company-id-beyond-64-bits", request(company_id=2**70, assessment_ids=None), "3"),
 ]
@@ -248,7 +254,7 @@ def test_malformed_requests_are_dead_lettered_answered_and_the_partition_moves_o
     dead = check_dead_letters(settings, topic, REQUEST_POISONS, sent, valid_keys)
     assert all(r.headers.get("correlation_id") for r in dead), "the DLQ keeps the original headers"
 
-    # Every caller got an answer: a 500 for each malformed request, a 200 for each valid one.
+    # Every caller got an answer: a 400 or 500 for each malformed request, a 200 for each valid one.
     wanted = set(correlation.values()) | set(valid_ids)
 
     def every_reply() -> dict[str, dict[str, Any]] | None:
@@ -259,9 +265,12 @@ def test_malformed_requests_are_dead_lettered_answered_and_the_partition_moves_o
     replies = eventually(every_reply, timeout=30, what="a reply to every request")
     for poison in REQUEST_POISONS:
         reply = replies[correlation[poison.id]]
+        assert set(reply["body"]) == {"error"}
+        if poison.answer is not None:
+            assert (reply["status"], reply["body"]["error"]) == poison.answer, (poison.id, reply)
+            continue
         assert reply["status"] == 500, (poison.id, reply)
         assert reply["body"]["error"].startswith("Error refreshing assessment data: ")
-        assert set(reply["body"]) == {"error"}
     for request_id in valid_ids:
         assert replies[request_id]["status"] == 200
     last = max(s.offset for s in sent.values()) + 1

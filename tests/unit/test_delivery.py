@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 import consumer.faults as faults
 import consumer.refresh_handler as refresh_handler
 from consumer.bus import Handler
+from consumer.consumer_metrics import REPLIES_UNDELIVERABLE
 from consumer.handlers import handlers
 from consumer.outgoing import Outgoing
 from consumer.refresh_store import AssessmentsNotOwned
@@ -78,6 +80,7 @@ class FakeProducer:
     def __init__(self, log: list[Any], fail_rounds: int = 0, error: int = KafkaError._TRANSPORT):
         self.sent: list[Outgoing] = []
         self.log, self.fail_rounds, self.error = log, fail_rounds, error
+        self.missing: set[str] = set()
         self._pending: list[tuple[Outgoing, Callable[[Any, Any], None]]] = []
 
     def produce(self, topic: str, value: bytes, key: bytes | None, *, headers: Any, on_delivery: Any) -> None:
@@ -98,8 +101,11 @@ class FakeProducer:
     def poll(self, timeout: float) -> int:
         return 0
 
-    def list_topics(self, topic: str | None = None, timeout: float = 0) -> None:
-        return None
+    def list_topics(self, topic: str | None = None, timeout: float = 0) -> Any:
+        """Every topic exists, but those in ``missing``."""
+        known = {} if topic is None else {topic: SimpleNamespace(
+            error=KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART) if topic in self.missing else None)}
+        return SimpleNamespace(topics=known)
 
 
 class FakeDatabase:
@@ -125,7 +131,9 @@ class FakeUnitOfWork(UnitOfWork):
     def _record(self, kind: str, results: dict[str, StoredResult], owners: dict[str, int | None], overwrite: bool) -> bool:
         if not overwrite and any(i in self.db.inbox for i in results):
             return False
-        self.staged.update(results)
+        # As the inbox table keeps them: with their kind and owner.
+        self.staged.update({i: StoredResult(**{**r.__dict__, "kind": kind, "company_id": owners.get(i)})
+                            for i, r in results.items()})
         return True
 
     def _mark_published(self, message_ids: list[str]) -> None:
@@ -362,6 +370,49 @@ def test_a_delivery_the_broker_refuses_for_good_is_given_up() -> None:
     world = World(fail_rounds=100, error=KafkaError.MSG_SIZE_TOO_LARGE)
     consumer = world.run([request(correlation_id="c-1")])
     assert world.producer.sent == [] and consumer.stored == [0], "given up, and the partition moves on"
+
+
+# -- a caller's undeliverable reply is that caller's alone ------------------------
+
+
+def undeliverable(reason: str) -> float:
+    return REPLIES_UNDELIVERABLE.labels(reason)._value.get()
+
+
+@pytest.mark.parametrize("own", [S.request_topic, S.question_events_topic, S.work_topic, S.refresh_events_topic,
+                                 S.request_topic + ".dlq", "anything.dlq"])
+def test_a_reply_to_one_of_the_services_own_topics_is_refused_without_a_write(own: str) -> None:
+    world = World()
+    before = undeliverable("own_topic")
+    consumer = world.run([request(correlation_id="forged", reply_to=own), request(correlation_id="next", offset=1)])
+    assert world.on(own) == [], "nothing written into the service's own topic"
+    assert [json.loads(r.value)["request_id"] for r in world.on(S.reply_topic)] == ["next"]
+    assert consumer.stored == [0, 1] and world.delays == [], "no retry, the lane moved on"
+    assert undeliverable("own_topic") == before + 1
+    assert set(world.db.inbox) == {"forged", "next"}, "the refresh is committed: its result at its Location"
+
+
+def test_a_reply_to_a_missing_topic_is_given_up_at_once_and_the_lane_moves_on() -> None:
+    world = World()
+    world.producer.missing.add("gone.replies")
+    before = undeliverable("unknown_topic")
+    consumer = world.run([request(correlation_id="lost", reply_to="gone.replies"),
+                          request(correlation_id="next", offset=1)])
+    assert world.on("gone.replies") == [] and world.delays == []
+    assert consumer.stored == [0, 1]
+    assert undeliverable("unknown_topic") == before + 1
+    assert [json.loads(r.value)["request_id"] for r in world.on(S.reply_topic)] == ["next"]
+
+
+@pytest.mark.parametrize(("error", "reason"), [(KafkaError.TOPIC_AUTHORIZATION_FAILED, "not_authorized"),
+                                                (KafkaError.MSG_SIZE_TOO_LARGE, "too_large"),
+                                                (KafkaError._MSG_TIMED_OUT, "not_delivered")])
+def test_a_reply_the_broker_refuses_gets_one_attempt(error: int, reason: str) -> None:
+    world = World(fail_rounds=1, error=error)
+    before = undeliverable(reason)
+    consumer = world.run([request(correlation_id="refused", reply_to=THEIR_REPLIES)])
+    assert world.on(THEIR_REPLIES) == [] and world.delays == [] and consumer.stored == [0]
+    assert undeliverable(reason) == before + 1
 
 
 # -- correlation (docs/design.md#topics-and-messages) -------------------------------------------

@@ -52,3 +52,14 @@ def test_an_unexpected_exception_is_json_500_without_details(client: TestClient)
     assert response.status_code == 500
     assert response.json() == {"error": "Internal server error"}
     assert "AttributeError" not in response.text
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", REFRESH), ("GET", REFRESH), ("GET", "/nowhere")],
+                         ids=["500", "405", "404"])
+def test_errors_say_nosniff_and_no_store_too(client: TestClient, method: str, path: str) -> None:
+    """The 500 is sent by Starlette's outermost error middleware, past the app's
+    own middleware: producer_api/errors.py gives it the headers itself."""
+    response = client.request(method, path, headers={"apiKey": "k"})
+    assert response.status_code in (404, 405, 500)
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["cache-control"] == "no-store"

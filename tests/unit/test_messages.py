@@ -206,3 +206,31 @@ def test_a_question_event_is_keyed_by_its_qid_whatever_its_type() -> None:
     deleted = QuestionEvent("e-1", QUESTION_DELETED, "2026-11-28T10:00:00Z", qid=150)
     upserted = QuestionEvent("e-2", QUESTION_UPSERTED, "2026-11-28T10:00:00Z", question={"qid": 233})
     assert (deleted.key(), upserted.key()) == (b"150", b"233")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(b'{"schema_version": 1, "company_id": 7, "assesment_ids": [11]}',
+                     'Unknown field(s): ["assesment_ids"]', id="misspelled-ids"),
+        pytest.param(b'{"schema_version": 1, "company_id": 7, "assessment_ids": [1], "assessment_ids": null}',
+                     'Duplicate field(s): ["assessment_ids"]', id="repeated-ids"),
+        pytest.param(b'{"schema_version": 1, "company_id": 8, "company_id": 7}',
+                     'Duplicate field(s): ["company_id"]', id="repeated-company"),
+        pytest.param(b'{"schema_version": 1, "company_id": 7, "reply_to": "t", "dry_run": true}',
+                     'Unknown field(s): ["dry_run", "reply_to"]', id="header-names-are-not-body-fields"),
+    ],
+)
+def test_a_request_with_unexpected_fields_is_refused_naming_them(value, message):
+    from shared.messages import UnexpectedFields
+
+    with pytest.raises(UnexpectedFields) as exc:
+        RefreshRequested.from_json(value, correlation_id="c-1")
+    assert str(exc.value) == message
+    assert isinstance(exc.value, MessageError)  # a bad message: dead-lettered at once
+
+
+def test_every_field_a_request_may_name_decodes():
+    value = (b'{"schema_version": 1, "request_id": "r", "company_id": 7, "assessment_ids": [1],'
+             b' "requested_at": "2026-11-28T10:00:00Z"}')
+    assert RefreshRequested.from_json(value) == RefreshRequested("r", 7, [1], "2026-11-28T10:00:00Z")

@@ -53,3 +53,18 @@ def test_idle_buckets_are_pruned_so_random_keys_cannot_grow_memory() -> None:
     clock.now += 1.0
     limiter.acquire("fresh")
     assert len(limiter._buckets) == 1
+
+
+def test_wait_tells_how_long_until_a_token_without_taking_one() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(rate_per_s=2.0, burst=2, clock=clock)
+    assert limiter.wait("never-seen") == 0.0
+    assert limiter.wait("never-seen") == 0.0 and not limiter._buckets, "a peek creates no bucket"
+    limiter.acquire("k")
+    assert limiter.wait("k") == 0.0
+    limiter.acquire("k")
+    assert limiter.wait("k") == pytest.approx(0.5)
+    assert limiter.wait("k") == pytest.approx(0.5), "waiting took nothing"
+    clock.now += 0.5
+    assert limiter.wait("k") == 0.0
+    assert limiter.acquire("k") == 0.0

@@ -83,6 +83,10 @@ def test_start_up_checks_are_the_declared_rules() -> None:
             bad = "no-such-choice"
         elif rule.text.startswith("must be a PostgreSQL URL"):
             bad = "mysql://db/x"
+        elif rule.text.startswith("must be IP addresses"):
+            bad = "nginx"
+        elif rule.text.startswith("must be empty or 1 to 249"):
+            bad = "pod name with spaces"
         else:
             pytest.fail(f"{name}: no bad value known for the rule {rule.text!r}: add one here")
         with pytest.raises(ConfigurationError) as raised:
