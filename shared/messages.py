@@ -173,7 +173,7 @@ class RefreshRequested:
 
     # The body's fields; any other, or one given twice, is refused (UnexpectedFields),
     # as over REST: a misspelled "assessment_ids" must never mean "all".
-    FIELDS = frozenset({"schema_version", "request_id", "company_id", "assessment_ids", "requested_at"})
+    FIELDS = frozenset({"schema_version", "request_id", "company_id", "assessment_ids", "requested_at", "dry_run"})
 
     def to_json(self) -> bytes:
         payload: dict[str, Any] = {
