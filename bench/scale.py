@@ -29,6 +29,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from sqlalchemy import Engine, text
 
 from assessment_refresh.loader import load_world, parse_world
+from bench import history_cost
 from bench.env import Sampler, fresh_topics, machine_load, start_api, start_consumer
 from bench.report import stats, table
 from bench.scale_world import BIG_COMPANY, KEYED_COMPANIES, POPULAR_QID, SMALL_OID_BASE, ScaleSizes, api_key, build
@@ -57,9 +58,11 @@ def at_scale(ctx: Ctx) -> None:
              r["fan_out"]["cpu_us_per_assessment"], r["fan_out"]["largest_transaction"],
              r["fan_out"]["small_requests"]["p50_ms"], r["fan_out"]["small_requests"]["p99_ms"],
              r["company"]["assessments"], r["company"]["seconds"], r["company"]["largest_transaction"],
-             f"{r['inbox']['before']} -> {r['inbox']['after']}"] for f, r in out.items()]
+             f"{r['inbox']['before']} -> {r['inbox']['after']}", r["fan_out"]["history"]["share"]]
+            for f, r in out.items()]
     print(table("6. at scale", ["fraction", "fan-out", "s", "/s", "CPU us/assessment", "largest tx (n, s)",
-                                "small p50 ms", "small p99 ms", "company", "s", "largest tx (n, s)", "inbox rows"],
+                                "small p50 ms", "small p99 ms", "company", "s", "largest tx (n, s)", "inbox rows",
+                                "history share"],
                 rows))
 
 
@@ -75,6 +78,7 @@ def _one_size(ctx: Ctx, sizes: ScaleSizes) -> dict[str, Any]:
         conn.execute(text("ANALYZE"))
     load_s = round(time.perf_counter() - t0, 1)
     print(f"   world loaded in {load_s} s: {summary}", flush=True)
+    history_cost.track(engine, ctx.pg_database)  # before the consumers connect
     consumers = [start_consumer(settings, ctx.log_dir) for _ in range(2)]
     api = start_api(settings, ctx.log_dir)
     try:
@@ -165,6 +169,7 @@ def _fan_out(ctx: Ctx, settings: Settings, url: str, sizes: ScaleSizes, consumer
     time.sleep(1.0)  # small requests before the deletion, too
     event = QuestionEvent(new_id(), QUESTION_DELETED, utc_now_iso(), qid=POPULAR_QID)
     producer = Producer(producer_config(settings))
+    history_before = history_cost.trigger_ms(ctx.engine)
     started = time.perf_counter()
     producer.produce(settings.question_events_topic, event.to_json(), str(POPULAR_QID).encode())
     producer.flush(10)
@@ -182,6 +187,7 @@ def _fan_out(ctx: Ctx, settings: Settings, url: str, sizes: ScaleSizes, consumer
         "cpu_us_per_assessment": round(1e6 * sum(cpu.values()) / max(n, 1)),
         "largest_transaction": largest,
         "small_requests": {**stats(small.latencies), "errors": small.errors},
+        "history": history_cost.share(ctx.engine, event.event_id, history_before),
     }
 
 
