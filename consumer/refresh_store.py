@@ -131,13 +131,19 @@ _APPLY_UPDATES = text(
     WITH q AS MATERIALIZED (  -- locked once, not once per slot (measured: 500 index scans per chunk)
         SELECT qid, content, version FROM questions
         WHERE qid = ANY(CAST(:new_qids AS bigint[])) AND NOT deleted
-        FOR SHARE SKIP LOCKED)
+        FOR SHARE SKIP LOCKED
+    ), v AS MATERIALIZED (  -- joined to the questions before the slots: the planner guesses
+        -- one row for the unnest-to-slot join, and then scanned q once per slot (measured:
+        -- 1,538 slots x 349 questions, 100 ms of a chunk's 110)
+        SELECT v.oid, v.section_idx, v.question_idx, v.new_qid, q.content, q.version
+        FROM unnest(CAST(:oids AS bigint[]), CAST(:sections AS smallint[]),
+                    CAST(:positions AS smallint[]), CAST(:new_qids AS bigint[]))
+             AS v(oid, section_idx, question_idx, new_qid)
+        JOIN q ON q.qid = v.new_qid
+    )
     UPDATE assessment_slots s
-    SET qid = v.new_qid, snapshot = q.content, snapshot_version = q.version
-    FROM unnest(CAST(:oids AS bigint[]), CAST(:sections AS smallint[]),
-                CAST(:positions AS smallint[]), CAST(:new_qids AS bigint[]))
-         AS v(oid, section_idx, question_idx, new_qid)
-    JOIN q ON q.qid = v.new_qid
+    SET qid = v.new_qid, snapshot = v.content, snapshot_version = v.version
+    FROM v
     WHERE s.oid = v.oid AND s.section_idx = v.section_idx AND s.question_idx = v.question_idx
     """
 )
