@@ -61,7 +61,7 @@ def refresh_chunk(settings: Settings, chunks: Sequence[RefreshChunk], uow: UnitO
                 stored = _refresh(settings, uow, chunk)
                 uow.record(inbox.REFRESH_CHUNK, {chunk.message_id: stored})
             if stored.events and not stored.published:
-                uow.publish(*refresh_events(settings, stored.events, chunk.job_id))
+                uow.publish(*refresh_events(settings, stored, chunk.job_id))
                 uow.mark_published_after_delivery(chunk.message_id)
             if stored.reply.get("last"):
                 _answer(settings, uow, chunk.job_id)
