@@ -114,3 +114,31 @@ def markdown(title: str, reading: dict[str, Any]) -> str:
         cells = [str(c).replace("|", "\\|") for c in row]
         lines.append("| `" + cells[0] + "` | " + " | ".join(cells[1:]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def results_markdown(path: str) -> str:
+    """The per-statement tables of a scenario-6 results file, with each
+    timed refresh's floor, product time and ratio."""
+    import json
+    from pathlib import Path
+
+    results = json.loads(Path(path).read_text())
+    out = [f"# Per statement, from {path.rsplit('/', 1)[-1]}", ""]
+    for broker, run in results["runs"].items():
+        settings = run.get("postgres_settings", {})
+        out += [f"## {broker}: PostgreSQL {settings.get('server_version', '?')}, shared_buffers "
+                f"{settings.get('shared_buffers', '?')}, max_wal_size {settings.get('max_wal_size', '?')}", ""]
+        for fraction, s6 in run.get("6_at_scale", {}).items():
+            for part in ("fan_out", "company"):
+                r = s6[part]
+                title = (f"scale {fraction}, {part.replace('_', '-')} of {r['assessments']} assessments: "
+                         f"{r['seconds']} s, floor {r.get('floor_seconds')} s, ratio {r.get('ratio_to_floor')}")
+                if "postgres" in r:
+                    out.append(markdown(title, r["postgres"]))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(results_markdown(sys.argv[1]))
