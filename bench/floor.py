@@ -21,6 +21,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from bench.pg_stats import checkpoint
+
 _REPLACE = """
     d AS (
         SELECT s.oid, s.section_idx, s.question_idx, a.company_id, q.type, q.skill, q.difficulty,
@@ -61,6 +63,7 @@ COMPANY = text(
 
 def _timed(engine: Engine, statements: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
     """Run ``statements`` in one transaction, rolled back; the last one's counts."""
+    checkpoint(engine)
     with engine.connect() as conn:
         tx = conn.begin()
         started = time.perf_counter()

@@ -177,6 +177,7 @@ def _fan_out(ctx: Ctx, settings: Settings, url: str, sizes: ScaleSizes, consumer
             statements: bool) -> dict[str, Any]:
     floor_run = floor.fan_out(ctx.engine, POPULAR_QID)
     print(f"   fan-out floor: {floor_run}", flush=True)
+    pg_stats.checkpoint(ctx.engine)
     reading = pg_stats.Reading(ctx.engine, statements).begin()
     small = SmallRequests(url, _small_oids(sizes), seed=1)
     sampler = Sampler({f"consumer{i}": pid for i, pid in enumerate(consumer_pids)}, ctx.pg_database)
@@ -228,6 +229,7 @@ def _company(engine: Engine, url: str, sizes: ScaleSizes, statements: bool) -> d
         conn.execute(text("ANALYZE questions"))
     floor_run = floor.company(engine, BIG_COMPANY)
     print(f"   company floor: {floor_run}", flush=True)
+    pg_stats.checkpoint(engine)
     reading = pg_stats.Reading(engine, statements).begin()
     started = time.perf_counter()
     r = httpx.post(url + PATH, json={}, headers={"apiKey": api_key(BIG_COMPANY)}, timeout=600)
