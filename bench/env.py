@@ -25,13 +25,14 @@ from shared.db import make_engine, migrate
 from shared.settings import Settings
 
 
-def postgres_server(server_url: str | None) -> str:
+def postgres_server(server_url: str | None, pg_settings: str = "sized") -> str:
     """The PostgreSQL server the bench makes its databases on: the given one,
-    else an embedded one in a temp dir (it stops when this process exits)."""
+    else an embedded one in a temp dir (it stops when this process exits),
+    sized for the machine or on PostgreSQL's defaults (``pg_settings``)."""
     if server_url:
         return server_url
     data_dir = Path(tempfile.mkdtemp(prefix="bench-pg-")) / "pgdata"
-    return embedded_postgres_url(data_dir, delete_on_exit=True)
+    return embedded_postgres_url(data_dir, delete_on_exit=True, role="bench" if pg_settings == "sized" else "defaults")
 
 
 @contextmanager

@@ -13,6 +13,11 @@ assessments of 50 questions), with two consumer processes and one API:
   through REST: time to the full report, the largest transaction;
 - the inbox: rows before and after a pruning pass (retention 0: every
   published row is old enough).
+
+Each timed refresh is printed next to its floor (bench/floor.py: the same
+work as one SQL statement, same server, same world, rolled back) and the
+ratio, with what PostgreSQL says it did meanwhile (bench/pg_stats.py: per
+statement, WAL, checkpoints, autovacuum).
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from sqlalchemy import Engine, text
 
 from assessment_refresh.loader import load_world, parse_world
-from bench import history_cost
+from bench import floor, history_cost, pg_stats
 from bench.env import Sampler, fresh_topics, machine_load, start_api, start_consumer
-from bench.report import stats, table
+from bench.report import ratio, stats, table
 from bench.scale_world import BIG_COMPANY, KEYED_COMPANIES, POPULAR_QID, SMALL_OID_BASE, ScaleSizes, api_key, build
 from bench.world import company_changes
 from shared import inbox
@@ -54,16 +59,21 @@ def at_scale(ctx: Ctx) -> None:
         print(f"-- at scale {fraction}: {sizes.assessments} + {sizes.big_assessments} assessments", flush=True)
         out[str(fraction)] = _one_size(ctx, sizes)
         ctx.results["6_at_scale"] = out  # kept as it grows: a later size may run out of time
-    rows = [[f, r["fan_out"]["assessments"], r["fan_out"]["seconds"], r["fan_out"]["assessments_per_s"],
+    rows = [[f, r["fan_out"]["assessments"], r["fan_out"]["floor_seconds"], r["fan_out"]["seconds"],
+             r["fan_out"]["ratio_to_floor"], r["fan_out"]["assessments_per_s"],
              r["fan_out"]["cpu_us_per_assessment"], r["fan_out"]["largest_transaction"],
              r["fan_out"]["small_requests"]["p50_ms"], r["fan_out"]["small_requests"]["p99_ms"],
-             r["company"]["assessments"], r["company"]["seconds"], r["company"]["largest_transaction"],
+             r["company"]["assessments"], r["company"]["floor_seconds"], r["company"]["seconds"],
+             r["company"]["ratio_to_floor"], r["company"]["largest_transaction"],
              f"{r['inbox']['before']} -> {r['inbox']['after']}", r["fan_out"]["history"]["share"]]
             for f, r in out.items()]
-    print(table("6. at scale", ["fraction", "fan-out", "s", "/s", "CPU us/assessment", "largest tx (n, s)",
-                                "small p50 ms", "small p99 ms", "company", "s", "largest tx (n, s)", "inbox rows",
-                                "history share"],
-                rows))
+    print(table("6. at scale (floor: one SQL statement, same server and world)",
+                ["fraction", "fan-out", "floor s", "s", "ratio", "/s", "CPU us/assessment", "largest tx (n, s)",
+                 "small p50 ms", "small p99 ms", "company", "floor s", "s", "ratio", "largest tx (n, s)",
+                 "inbox rows", "history share"], rows))
+    for f, r in out.items():
+        for part in ("fan_out", "company"):
+            print(pg_stats.markdown(f"scale {f}, {part.replace('_', '-')}: PostgreSQL meanwhile", r[part]["postgres"]))
 
 
 def _one_size(ctx: Ctx, sizes: ScaleSizes) -> dict[str, Any]:
@@ -74,10 +84,13 @@ def _one_size(ctx: Ctx, sizes: ScaleSizes) -> dict[str, Any]:
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
     summary = load_world(engine, parse_world(build(sizes), "scale world"), "scale world")
-    with engine.connect() as conn:
+    # Outside a transaction: an ANALYZE in one that rolls back leaves no
+    # statistics, and the planner then takes 500 oids for the whole table.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("ANALYZE"))
     load_s = round(time.perf_counter() - t0, 1)
     print(f"   world loaded in {load_s} s: {summary}", flush=True)
+    statements = pg_stats.enable_statements(engine)
     history_cost.track(engine, ctx.pg_database)  # before the consumers connect
     consumers = [start_consumer(settings, ctx.log_dir) for _ in range(2)]
     api = start_api(settings, ctx.log_dir)
@@ -85,8 +98,8 @@ def _one_size(ctx: Ctx, sizes: ScaleSizes) -> dict[str, Any]:
         if any(c.process.poll() is not None for c in consumers):
             raise RuntimeError(f"a consumer exited at start, see {ctx.log_dir}")
         _warm_up(api.url, sizes)
-        fan_out = _fan_out(ctx, settings, api.url, sizes, [c.pid for c in consumers])
-        company = _company(engine, api.url, sizes)
+        fan_out = _fan_out(ctx, settings, api.url, sizes, [c.pid for c in consumers], statements)
+        company = _company(engine, api.url, sizes, statements)
         pruning = _prune(engine, settings)
     finally:
         api.stop()
@@ -162,7 +175,12 @@ def _summary_arrival(settings: Settings, event_id: str, timeout: float) -> tuple
         consumer.close()
 
 
-def _fan_out(ctx: Ctx, settings: Settings, url: str, sizes: ScaleSizes, consumer_pids: list[int]) -> dict[str, Any]:
+def _fan_out(ctx: Ctx, settings: Settings, url: str, sizes: ScaleSizes, consumer_pids: list[int],
+            statements: bool) -> dict[str, Any]:
+    floor_run = floor.fan_out(ctx.engine, POPULAR_QID)
+    print(f"   fan-out floor: {floor_run}", flush=True)
+    pg_stats.checkpoint(ctx.engine)
+    reading = pg_stats.Reading(ctx.engine, statements).begin()
     small = SmallRequests(url, _small_oids(sizes), seed=1)
     sampler = Sampler({f"consumer{i}": pid for i, pid in enumerate(consumer_pids)}, ctx.pg_database)
     small.start()
@@ -176,6 +194,7 @@ def _fan_out(ctx: Ctx, settings: Settings, url: str, sizes: ScaleSizes, consumer
     arrived, summary = _summary_arrival(settings, event.event_id, timeout=1800)
     seconds = arrived - started
     cpu = sampler.stop()
+    postgres = reading.end()
     small.stop.set()
     small.join(60)
     n = summary["assessments"]
@@ -183,10 +202,13 @@ def _fan_out(ctx: Ctx, settings: Settings, url: str, sizes: ScaleSizes, consumer
     return {
         "assessments": n, "changed": summary["changed"], "chunks": summary["chunks"],
         "seconds": round(seconds, 2), "assessments_per_s": round(n / seconds),
+        "floor_seconds": floor_run["seconds"], "floor_replaced": floor_run["replaced"],
+        "ratio_to_floor": ratio(seconds, floor_run["seconds"]),
         "cpu_seconds": {name: round(v, 2) for name, v in cpu.items()},
         "cpu_us_per_assessment": round(1e6 * sum(cpu.values()) / max(n, 1)),
         "largest_transaction": largest,
         "small_requests": {**stats(small.latencies), "errors": small.errors},
+        "postgres": postgres,
         "history": history_cost.share(ctx.engine, event.event_id, history_before),
     }
 
@@ -203,13 +225,20 @@ def _largest_transaction(engine: Engine, job_id: str, assessments: int) -> list[
     return [int(row.n), round(float(row.s), 3)]
 
 
-def _company(engine: Engine, url: str, sizes: ScaleSizes) -> dict[str, Any]:
+def _company(engine: Engine, url: str, sizes: ScaleSizes, statements: bool) -> dict[str, Any]:
     with engine.connect() as conn:
         changes = company_changes(conn, [BIG_COMPANY], rep=0)
     load_world(engine, parse_world(changes, "big company changes"), "big company changes")
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("ANALYZE questions"))
+    floor_run = floor.company(engine, BIG_COMPANY)
+    print(f"   company floor: {floor_run}", flush=True)
+    pg_stats.checkpoint(engine)
+    reading = pg_stats.Reading(engine, statements).begin()
     started = time.perf_counter()
     r = httpx.post(url + PATH, json={}, headers={"apiKey": api_key(BIG_COMPANY)}, timeout=600)
     seconds = time.perf_counter() - started
+    postgres = reading.end()
     assert r.status_code == 200, r.text[:500]
     body = r.json()
     assert len(body["details"]) == sizes.big_assessments, "the full report"
@@ -218,6 +247,9 @@ def _company(engine: Engine, url: str, sizes: ScaleSizes) -> dict[str, Any]:
         "report_mb": round(len(r.content) / 2**20, 1),
         "questions_refreshed": sum(d["questions_refreshed"] for d in body["details"]),
         "replaced": sum(d["deleted_questions_replaced"] for d in body["details"]),
+        "floor_seconds": floor_run["seconds"], "floor_refreshed": floor_run["refreshed"],
+        "floor_replaced": floor_run["replaced"], "ratio_to_floor": ratio(seconds, floor_run["seconds"]),
+        "postgres": postgres,
         "largest_transaction": _largest_transaction(engine, r.headers["x-request-id"], len(body["details"])),
     }
 

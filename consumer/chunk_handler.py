@@ -58,37 +58,50 @@ def refresh_chunk(settings: Settings, chunks: Sequence[RefreshChunk], uow: UnitO
         with bind(correlation_id=chunk.job_id):
             stored = uow.stored([chunk.message_id]).get(chunk.message_id)
             if stored is None:
-                stored = _refresh(settings, uow, chunk)
-                uow.record(inbox.REFRESH_CHUNK, {chunk.message_id: stored})
+                stored = _refresh(settings, uow, chunk)  # and recorded
             if stored.events and not stored.published:
-                uow.publish(*refresh_events(settings, stored.events, chunk.job_id))
+                uow.publish(*refresh_events(settings, stored, chunk.job_id))
                 uow.mark_published_after_delivery(chunk.message_id)
             if stored.reply.get("last"):
                 _answer(settings, uow, chunk.job_id)
 
 
 def _refresh(settings: Settings, uow: UnitOfWork, chunk: RefreshChunk) -> StoredResult:
+    """Refresh the chunk and record its result in the inbox."""
     job = jobs.find(uow.conn, chunk.job_id)
     oids = jobs.chunk_oids(uow.conn, chunk.job_id, chunk.idx)
     if job is None or oids is None:
         # Only a chunk re-read long after its job was pruned (a replay of the work topic).
         log.warning("chunk %d of unknown job %s: nothing to do", chunk.idx, chunk.job_id)
-        return StoredResult(404, {"error": f"unknown refresh job {chunk.job_id}"}, [])
+        return _recorded(uow, chunk, StoredResult(404, {"error": f"unknown refresh job {chunk.job_id}"}, []))
     locked = lock_by_oids(uow.conn, oids)
     history.note_trigger(uow.conn, job.trigger, replay=not uow.policy.stored_results)
     plans = refresh_locked(uow.conn, locked)
     reports = [plan.report() for plan in plans]
     company_of = {oid: company for oid, company, _ in locked}
-    events = [refresh_event(oid=p.oid, company_id=company_of[p.oid], trigger=job.trigger, detail=p.report())
-              for p in plans if p.changed]
+    events = [refresh_event(oid=p.oid, company_id=company_of[p.oid], trigger=job.trigger, detail=report)
+              for p, report in zip(plans, reports, strict=True) if p.changed]
+    reply = {"job_id": job.job_id, "chunk": chunk.idx, "assessments": len(plans), "last": False}
+    # The chunk's inbox row first, the job's counters last: the job row's lock
+    # (which orders the chunks' commits) is then held for its own update and the
+    # commit only (measured at 100,000 assessments: 15 ms of waiting per chunk
+    # while the other consumer wrote its 500 events under it).
+    stored = _recorded(uow, chunk, StoredResult(200, reply, events))
     # Only a request's report is assembled; a fan-out reports its totals.
     progress = jobs.finish_chunk(uow.conn, job.job_id, chunk.idx, reports if job.kind == jobs.REQUEST else None,
                                  _counts(plans))
     uow.after_commit(lambda: _count_done(job, reports, progress))
-    if progress.complete:
-        events += _finish(uow, job, progress)
-    return StoredResult(200, {"job_id": job.job_id, "chunk": chunk.idx, "assessments": len(plans),
-                              "last": progress.complete}, events)
+    if not progress.complete:
+        return stored
+    # The last chunk (once per job): its row gets the job's summary too.
+    last = StoredResult(200, {**reply, "last": True}, events + _finish(uow, job, progress))
+    inbox.record_many(uow.conn, inbox.REFRESH_CHUNK, {chunk.message_id: last}, overwrite=True)
+    return last
+
+
+def _recorded(uow: UnitOfWork, chunk: RefreshChunk, result: StoredResult) -> StoredResult:
+    uow.record(inbox.REFRESH_CHUNK, {chunk.message_id: result})
+    return result
 
 
 def _finish(uow: UnitOfWork, job: jobs.Job, progress: jobs.Progress) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from consumer import jobs
 from consumer.consumer_metrics import record_statistics
 from consumer.health_server import HealthServer
+from consumer.refresh_store import serial_sessions
 from consumer.topics import consumed_topics, service_topics, work_topics
 from consumer.unit_of_work import SqlUnitOfWork
 from consumer.worker import Worker
@@ -39,6 +40,7 @@ def run_consumer(settings: Settings) -> None:
     log.info("configuration: %s", json.dumps(settings.public(), default=str))
     setup_tracing("assessment-refresh-consumer")  # OTEL_* variables; nothing without an exporter
     engine = make_engine(settings.database_url)
+    serial_sessions(engine)
     ensure_topics(settings, service_topics(settings))
     worker = Worker(settings, partial(SqlUnitOfWork, engine))
     work_worker = Worker(settings, partial(SqlUnitOfWork, engine))

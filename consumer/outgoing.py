@@ -8,12 +8,12 @@ from typing import Any
 
 from opentelemetry.context import Context
 
+from shared.inbox import StoredResult
 from shared.kafka import is_topic_name
 from shared.messages import (
     Headers,
     RefreshChunk,
     RefreshReply,
-    encode,
     record_headers,
     status_location,
 )
@@ -67,16 +67,16 @@ def work(settings: Settings, chunk: RefreshChunk) -> Outgoing:
     return Outgoing(settings.work_topic, chunk.key, chunk.to_json(), record_headers())
 
 
-def refresh_events(settings: Settings, events: list[dict[str, Any]], correlation_id: str) -> list[Outgoing]:
+def refresh_events(settings: Settings, stored: StoredResult, correlation_id: str) -> list[Outgoing]:
     """``assessment.refreshed`` events (keyed by oid) and ``refresh.completed``
-    summaries, under the id of what caused them."""
+    summaries, under the id of what caused them (as encoded for the inbox)."""
     return [
         Outgoing(
             settings.refresh_events_topic,
             # An assessment's events by oid; a fan-out's summary by its question.
             str(e["oid"] if "oid" in e else e["trigger"].get("qid", correlation_id)).encode(),
-            encode(e),
+            value,
             record_headers(correlation_id),
         )
-        for e in events
+        for e, value in zip(stored.events, stored.encoded_events, strict=True)
     ]

@@ -51,7 +51,7 @@ def question_deleted(settings: Settings, events: Sequence[QuestionDeleted], uow:
             resend_chunks(settings, uow, event.event_id)  # a redelivery: its chunks may never have gone out
         uow.after_commit(partial(_log_deleted, event, stored))
         if stored.events and not stored.published:
-            uow.publish(*refresh_events(settings, stored.events, event.event_id))
+            uow.publish(*refresh_events(settings, stored, event.event_id))
             uow.mark_published_after_delivery(event.event_id)
 
 

@@ -93,7 +93,7 @@ def refresh_requests(settings: Settings, requests: Sequence[RefreshRequested], u
         # Events only until they are known to be delivered, so downstream sees
         # each once; the reply always, as a caller may still be waiting for it.
         if first and result.events and not result.published:
-            uow.publish(*refresh_events(settings, result.events, request.request_id))
+            uow.publish(*refresh_events(settings, result, request.request_id))
             uow.mark_published_after_delivery(request.request_id)
         uow.reply(reply(settings, request.reply_to, request.request_id, result.status, result.reply))
 

@@ -88,13 +88,18 @@ sections = Table(
     Column("name", Text, nullable=False),
 )
 
+# Both tables keep room on each page (fillfactor, migration 0008): a refresh
+# rewrites snapshots and stamps in place (HOT updates, no index writes).
 slots = Table(
     "assessment_slots",
     metadata,
     Column("oid", BigInteger, primary_key=True),
     Column("section_idx", SmallInteger, primary_key=True),
     Column("question_idx", SmallInteger, primary_key=True),
-    Column("qid", BigInteger, ForeignKey("questions.qid"), nullable=False, index=True),
+    # No foreign key to questions (migration 0008): questions are never
+    # deleted, the loader rejects unknown ones, and each statement writing a
+    # qid reads that question; the per-row check cost more than the update.
+    Column("qid", BigInteger, nullable=False, index=True),
     # The question's data as it was when this slot last took it from the bank.
     Column("snapshot", JSONB, nullable=False),
     Column("snapshot_version", Integer, nullable=False),

