@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from bench.scenarios import Ctx
 
 PATH = "/assessments/refresh-assessments"
-TABLES = ("refresh_job_chunks, refresh_jobs, processed_messages, refresh_requests, assessment_slots, "
+TABLES = ("assessment_history, refresh_job_chunks, refresh_jobs, processed_messages, refresh_requests, assessment_slots, "
           "assessment_sections, assessments, api_keys, questions, companies")
 
 

@@ -121,7 +121,8 @@ def prune(conn: Connection, retention_s: float, batch: int) -> int:
             "DELETE FROM assessment_history WHERE id IN ("
             " SELECT id FROM assessment_history"
             " WHERE changed_at < now() - make_interval(secs => :retention)"
-            " ORDER BY changed_at LIMIT :batch FOR UPDATE SKIP LOCKED) RETURNING id"
+            # The oldest by id, the primary key (ids grow with time): no index on changed_at to write.
+            " ORDER BY id LIMIT :batch FOR UPDATE SKIP LOCKED) RETURNING id"
         ),
         {"retention": retention_s, "batch": batch},
     ).all())

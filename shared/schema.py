@@ -187,7 +187,7 @@ assessment_history = Table(
     "assessment_history",
     metadata,
     Column("id", BigInteger, Identity(), primary_key=True),
-    Column("oid", BigInteger, ForeignKey("assessments.oid", ondelete="CASCADE"), nullable=False),
+    Column("oid", BigInteger, nullable=False),  # no foreign key: one check per row recorded (migration 0009)
     Column("section_idx", SmallInteger, nullable=False),
     Column("question_idx", SmallInteger, nullable=False),
     Column("old_qid", BigInteger, nullable=False),
@@ -200,4 +200,3 @@ assessment_history = Table(
 )
 Index("ix_assessment_history_oid_newest", assessment_history.c.oid, assessment_history.c.changed_at.desc(),
       assessment_history.c.id.desc())
-Index("ix_assessment_history_changed_at", assessment_history.c.changed_at)

@@ -24,7 +24,10 @@ def upgrade() -> None:
     op.create_table(
         "assessment_history",
         sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
-        sa.Column("oid", sa.BigInteger, sa.ForeignKey("assessments.oid", ondelete="CASCADE"), nullable=False),
+        # No foreign key to assessments: its check would run once per row recorded
+        # (the cost migration 0008 took off the slots), and the service never
+        # deletes an assessment.
+        sa.Column("oid", sa.BigInteger, nullable=False),
         sa.Column("section_idx", sa.SmallInteger, nullable=False),
         sa.Column("question_idx", sa.SmallInteger, nullable=False),
         sa.Column("old_qid", sa.BigInteger, nullable=False),
@@ -36,10 +39,10 @@ def upgrade() -> None:
         sa.Column("trigger", postgresql.JSONB, nullable=False),
         sa.Column("changed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     )
-    # Newest first per assessment (the history endpoint's pages), and by age (retention).
+    # Newest first per assessment (the history endpoint's pages). Retention
+    # reads the oldest by id (the primary key): no second index to write per row.
     op.create_index("ix_assessment_history_oid_newest", "assessment_history",
                     ["oid", sa.text("changed_at DESC"), sa.text("id DESC")])
-    op.create_index("ix_assessment_history_changed_at", "assessment_history", ["changed_at"])
     op.execute(
         """
         CREATE FUNCTION record_assessment_history() RETURNS trigger LANGUAGE plpgsql AS $$
