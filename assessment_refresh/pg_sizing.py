@@ -77,7 +77,7 @@ def embedded_settings(role: Role) -> dict[str, str]:
 
 
 # docker-compose's PostgreSQL: a host of 8 GB given to the database. A larger
-# host scales these with sized(); docs/pending/issue-19.md says how.
+# host scales these with sized(); docs/operations.md (sizing PostgreSQL) says how.
 COMPOSE_MEMORY = 8192 * MB
 
 
