@@ -3,7 +3,11 @@ process, the broker and PostgreSQL (docs/rest-api.md)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,7 +19,7 @@ from shared.settings import Settings
 from tests.kafka_tools import deleted_event, publish_event
 from tests.processes import ServiceProcess
 from tests.waiting import eventually
-from tests.worlds import load, standard_changes, standard_world
+from tests.worlds import load, question, standard_changes, standard_world
 
 pytestmark = pytest.mark.e2e
 
@@ -127,3 +131,35 @@ def test_history_is_the_owning_companys_alone_and_bad_queries_are_400(
     assert (bad.status_code, bad.json()) == (400, {"error": "dry_run must be true or false"})
     denied = httpx.post(f"{service.url}{PATH}?dry_run=true", headers=GLOBEX, json={"assessment_ids": [11]}, timeout=30)
     assert denied.status_code == 403
+
+
+def replay(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "assessment_refresh.cli", "replay", "--quiet", *args],
+                          env={**os.environ, **settings.to_env()}, capture_output=True, text=True, timeout=120)
+
+
+def test_a_replay_adds_to_the_history_only_what_it_changed(
+    service: ServiceProcess, service_settings: Settings, engine: Engine
+) -> None:
+    load(engine, standard_world())
+    load(engine, {"questions": [question(103, text_="question 103, reworded")]})
+    since = datetime.now(UTC).isoformat()
+    refresh = httpx.post(f"{service.url}{PATH}", headers=ACME, json={"assessment_ids": [11]}, timeout=30)
+    assert refresh.status_code == 200, refresh.text
+    request_id = refresh.headers["X-Request-Id"]
+    first = history(service, 11, ACME).json()["changes"]
+    assert [(c["kind"], c["old_qid"]) for c in first] == [("refreshed", 103)]
+
+    # Replayed with nothing changed since: no second record.
+    replayed = replay(service_settings, "--topic", service_settings.request_topic, "--from-time", since)
+    assert replayed.returncode == 0, replayed.stderr
+    assert history(service, 11, ACME).json()["changes"] == first
+
+    # The bank moved on: the replay records what it changed, and says it was a replay.
+    load(engine, {"questions": [question(101, text_="question 101, reworded")]})
+    replayed = replay(service_settings, "--topic", service_settings.request_topic, "--from-time", since)
+    assert replayed.returncode == 0, replayed.stderr
+    after = history(service, 11, ACME).json()["changes"]
+    assert after[1:] == first
+    assert (after[0]["kind"], after[0]["old_qid"], after[0]["trigger"]) == (
+        "refreshed", 101, {"type": "request", "request_id": request_id, "replay": True})
