@@ -4,6 +4,7 @@ transaction, once; pages newest first; retention by age."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -120,3 +121,22 @@ def test_retention_prunes_old_changes_in_batches(engine: Engine, settings: Setti
         assert history.prune(conn, 3600, 10) == 1
         assert history.prune(conn, 3600, 10) == 0
     assert [c["new_version"] for c in changes(engine, 11)] == [4]
+
+
+def test_a_fan_out_in_chunks_records_each_chunks_changes_under_the_deletion(engine: Engine, settings: Settings) -> None:
+    kind = ("mcq", "go", "medium")
+    load(engine, {
+        "companies": [{"id": 7, "name": "Acme", "api_keys": ["acme-key-0123456789"]}],
+        "questions": [question(q, kind) for q in (500, 501, 502)],
+        "assessments": [{"oid": oid, "company_id": 7, "name": f"A{oid}", "sections": [{"name": "S", "qids": [500]}]}
+                        for oid in (31, 32, 33)],
+    })
+    chunked = replace(settings, refresh_chunk_size=1)
+    event = QuestionEvent(str(uuid.uuid4()), QUESTION_DELETED, datetime.now(UTC).isoformat(), qid=500)
+    Handlers(engine, chunked).question_event(event)  # its chunks too, each in a transaction of its own
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT chunks FROM refresh_jobs WHERE job_id = :id"),
+                            {"id": event.event_id}).scalar() == 3
+    trigger = {"type": QUESTION_DELETED, "event_id": event.event_id, "qid": 500}
+    for oid in (31, 32, 33):
+        assert [(c["kind"], c["old_qid"], c["trigger"]) for c in changes(engine, oid)] == [("replaced", 500, trigger)]
