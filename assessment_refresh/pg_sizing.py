@@ -24,8 +24,6 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-import psutil
-
 MB = 2**20
 # "defaults": PostgreSQL's own settings (the benchmark compares the two).
 Role = Literal["dev", "test", "bench", "defaults"]
@@ -52,8 +50,13 @@ def memory_budget(role: Role, total_memory: int | None = None) -> int:
     if override := os.environ.get(MEMORY_ENV):
         return int(override) * MB
     share, cap = _BUDGET[role]
-    total = total_memory if total_memory is not None else psutil.virtual_memory().total
+    total = total_memory if total_memory is not None else physical_memory()
     return min(int(total * share), cap)
+
+
+def physical_memory() -> int:
+    """The machine's memory in bytes (POSIX sysconf: no dependency the base install lacks)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def sized(memory: int) -> dict[str, str]:
