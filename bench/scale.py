@@ -34,7 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from sqlalchemy import Engine, text
 
 from assessment_refresh.loader import load_world, parse_world
-from bench import floor, pg_stats
+from bench import floor, history_cost, pg_stats
 from bench.env import Sampler, fresh_topics, machine_load, start_api, start_consumer
 from bench.report import ratio, stats, table
 from bench.scale_world import BIG_COMPANY, KEYED_COMPANIES, POPULAR_QID, SMALL_OID_BASE, ScaleSizes, api_key, build
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from bench.scenarios import Ctx
 
 PATH = "/assessments/refresh-assessments"
-TABLES = ("refresh_job_chunks, refresh_jobs, processed_messages, refresh_requests, assessment_slots, "
+TABLES = ("assessment_history, refresh_job_chunks, refresh_jobs, processed_messages, refresh_requests, assessment_slots, "
           "assessment_sections, assessments, api_keys, questions, companies")
 
 
@@ -65,11 +65,12 @@ def at_scale(ctx: Ctx) -> None:
              r["fan_out"]["small_requests"]["p50_ms"], r["fan_out"]["small_requests"]["p99_ms"],
              r["company"]["assessments"], r["company"]["floor_seconds"], r["company"]["seconds"],
              r["company"]["ratio_to_floor"], r["company"]["largest_transaction"],
-             f"{r['inbox']['before']} -> {r['inbox']['after']}"] for f, r in out.items()]
+             f"{r['inbox']['before']} -> {r['inbox']['after']}", r["fan_out"]["history"]["share"]]
+            for f, r in out.items()]
     print(table("6. at scale (floor: one SQL statement, same server and world)",
                 ["fraction", "fan-out", "floor s", "s", "ratio", "/s", "CPU us/assessment", "largest tx (n, s)",
                  "small p50 ms", "small p99 ms", "company", "floor s", "s", "ratio", "largest tx (n, s)",
-                 "inbox rows"], rows))
+                 "inbox rows", "history share"], rows))
     for f, r in out.items():
         for part in ("fan_out", "company"):
             print(pg_stats.markdown(f"scale {f}, {part.replace('_', '-')}: PostgreSQL meanwhile", r[part]["postgres"]))
@@ -90,6 +91,7 @@ def _one_size(ctx: Ctx, sizes: ScaleSizes) -> dict[str, Any]:
     load_s = round(time.perf_counter() - t0, 1)
     print(f"   world loaded in {load_s} s: {summary}", flush=True)
     statements = pg_stats.enable_statements(engine)
+    history_cost.track(engine, ctx.pg_database)  # before the consumers connect
     consumers = [start_consumer(settings, ctx.log_dir) for _ in range(2)]
     api = start_api(settings, ctx.log_dir)
     try:
@@ -185,6 +187,7 @@ def _fan_out(ctx: Ctx, settings: Settings, url: str, sizes: ScaleSizes, consumer
     time.sleep(1.0)  # small requests before the deletion, too
     event = QuestionEvent(new_id(), QUESTION_DELETED, utc_now_iso(), qid=POPULAR_QID)
     producer = Producer(producer_config(settings))
+    history_before = history_cost.trigger_ms(ctx.engine)
     started = time.perf_counter()
     producer.produce(settings.question_events_topic, event.to_json(), str(POPULAR_QID).encode())
     producer.flush(10)
@@ -206,6 +209,7 @@ def _fan_out(ctx: Ctx, settings: Settings, url: str, sizes: ScaleSizes, consumer
         "largest_transaction": largest,
         "small_requests": {**stats(small.latencies), "errors": small.errors},
         "postgres": postgres,
+        "history": history_cost.share(ctx.engine, event.event_id, history_before),
     }
 
 

@@ -21,7 +21,7 @@ from consumer.outgoing import refresh_events, reply, work
 from consumer.refresh_rules import RefreshPlan, success_body
 from consumer.refresh_store import lock_by_oids, refresh_locked
 from consumer.unit_of_work import UnitOfWork
-from shared import inbox
+from shared import history, inbox
 from shared.inbox import StoredResult
 from shared.log_setup import bind
 from shared.messages import RefreshChunk, refresh_completed_event, refresh_event
@@ -75,6 +75,7 @@ def _refresh(settings: Settings, uow: UnitOfWork, chunk: RefreshChunk) -> Stored
         log.warning("chunk %d of unknown job %s: nothing to do", chunk.idx, chunk.job_id)
         return _recorded(uow, chunk, StoredResult(404, {"error": f"unknown refresh job {chunk.job_id}"}, []))
     locked = lock_by_oids(uow.conn, oids)
+    history.note_trigger(uow.conn, job.trigger, replay=not uow.policy.stored_results)
     plans = refresh_locked(uow.conn, locked)
     reports = [plan.report() for plan in plans]
     company_of = {oid: company for oid, company, _ in locked}

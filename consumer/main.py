@@ -19,7 +19,7 @@ from consumer.refresh_store import serial_sessions
 from consumer.topics import consumed_topics, service_topics, work_topics
 from consumer.unit_of_work import SqlUnitOfWork
 from consumer.worker import Worker
-from shared import inbox
+from shared import history, inbox
 from shared.db import make_engine, ping
 from shared.kafka import consumer_config, ensure_topics
 from shared.retention import Pruner
@@ -56,7 +56,7 @@ def run_consumer(settings: Settings) -> None:
              consumed_topics(settings), settings.work_group, work_topics(settings))
     joined, work_joined = threading.Event(), threading.Event()
     health = _health_server(settings, engine, [worker, work_worker], [joined, work_joined])
-    pruner = _inbox_pruner(settings, engine)
+    pruners = [p for p in (_inbox_pruner(settings, engine), _history_pruner(settings, engine)) if p is not None]
     work_lane = threading.Thread(
         target=_run_lane, name="work-lane",
         # A few chunks a batch: each is a unit of work of its own anyway, and a
@@ -70,7 +70,7 @@ def run_consumer(settings: Settings) -> None:
                   work_worker)
     finally:
         work_lane.join()
-        if pruner is not None:
+        for pruner in pruners:
             pruner.stop()
         if health is not None:
             health.stop()
@@ -102,6 +102,18 @@ def _inbox_pruner(settings: Settings, engine: Engine) -> Pruner | None:
                     + jobs.prune(conn, retention, settings.prune_batch_size))
 
     return Pruner("inbox", prune_batch, settings.prune_batch_size, settings.prune_interval_s).start()
+
+
+def _history_pruner(settings: Settings, engine: Engine) -> Pruner | None:
+    """Assessment history past HISTORY_RETENTION_HOURS (0, the default: kept forever)."""
+    if settings.prune_interval_s <= 0 or settings.history_retention_hours <= 0:
+        return None
+
+    def prune_batch() -> int:
+        with engine.begin() as conn:
+            return history.prune(conn, settings.history_retention_hours * 3600, settings.prune_batch_size)
+
+    return Pruner("assessment history", prune_batch, settings.prune_batch_size, settings.prune_interval_s).start()
 
 
 def _health_server(settings: Settings, engine: Engine, workers: list[Worker],

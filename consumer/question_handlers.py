@@ -18,7 +18,7 @@ from consumer.consumer_metrics import count_refreshes
 from consumer.outgoing import refresh_events
 from consumer.refresh_store import lock_by_oids, refresh_locked
 from consumer.unit_of_work import UnitOfWork
-from shared import inbox
+from shared import history, inbox
 from shared.inbox import StoredResult
 from shared.log_setup import bind
 from shared.messages import (
@@ -69,6 +69,7 @@ def _delete_and_refresh(settings: Settings, uow: UnitOfWork, event: QuestionDele
     if len(oids) > settings.refresh_chunk_size:
         return start_job(settings, uow, jobs.Job(event.event_id, jobs.DELETION, None, None, trigger, 0), oids)
     locked = lock_by_oids(uow.conn, oids)
+    history.note_trigger(uow.conn, trigger, replay=not uow.policy.stored_results)
     plans = refresh_locked(uow.conn, locked)
     reports = [plan.report() for plan in plans]
     uow.after_commit(lambda: count_refreshes(QUESTION_DELETED, reports))

@@ -11,6 +11,7 @@ from consumer.bus import Failed
 from consumer.chunk_handler import resend_chunks, start_job
 from consumer.consumer_metrics import count_refreshes
 from consumer.outgoing import refresh_events, reply
+from consumer.preview import preview_requests
 from consumer.refresh_rules import success_body
 from consumer.refresh_store import (
     AssessmentsNotOwned,
@@ -21,7 +22,7 @@ from consumer.refresh_store import (
     refresh_locked,
 )
 from consumer.unit_of_work import UnitOfWork
-from shared import inbox
+from shared import history, inbox
 from shared.inbox import StoredResult
 from shared.log_setup import bind
 from shared.messages import (
@@ -55,7 +56,15 @@ def refresh_requests(settings: Settings, requests: Sequence[RefreshRequested], u
 
     A request for more than REFRESH_CHUNK_SIZE assessments is not refreshed
     here: it becomes a job of chunks on the work topic (consumer/chunk_handler),
-    whose last chunk answers the caller, so the run moves on at once."""
+    whose last chunk answers the caller, so the run moves on at once.
+
+    Previews (``dry_run``) are answered after the run's refreshes, in its
+    transaction, and never touch the inbox (consumer/preview.py)."""
+    previews = [r for r in requests if r.dry_run]
+    if previews:
+        refresh_requests(settings, [r for r in requests if not r.dry_run], uow)
+        preview_requests(settings, previews, uow)
+        return
     stored = uow.stored([r.request_id for r in requests])
     check_owners(requests, stored)
     todo: dict[str, RefreshRequested] = {}
@@ -151,10 +160,11 @@ def _refresh(uow: UnitOfWork, request: RefreshRequested) -> StoredResult:
         locked = lock_assessments(uow.conn, request.company_id, request.assessment_ids)
     except AssessmentsNotOwned as exc:
         return StoredResult(403, {"error": str(exc)}, [])
+    trigger = request_trigger(request.request_id)
+    history.note_trigger(uow.conn, trigger, replay=not uow.policy.stored_results)
     plans = refresh_locked(uow.conn, locked)
     reports = [plan.report() for plan in plans]
     uow.after_commit(lambda: count_refreshes("request", reports))
-    trigger = request_trigger(request.request_id)
     company_of = {oid: company for oid, company, _ in locked}
     events = [refresh_event(oid=p.oid, company_id=company_of[p.oid], trigger=trigger, detail=p.report())
               for p in plans if p.changed]

@@ -100,6 +100,17 @@ def success_body(company_id: int, details: Sequence[dict[str, Any]]) -> dict[str
     }
 
 
+def preview_body(company_id: int, details: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The answer of a preview (``dry_run``): the refresh's report, said as what
+    it would do (``would_update``), with ``dry_run: true``."""
+    would = [{**d, "status": "would_update" if d["status"] == "updated" else d["status"]} for d in details]
+    return {
+        **success_body(company_id, would),
+        "message": f"Dry run: would refresh {len(would)} assessment{'' if len(would) == 1 else 's'}; nothing changed",
+        "dry_run": True,
+    }
+
+
 # The rank's modulus: a prime under 2**31, so that every product below fits
 # PostgreSQL's bigint (the SQL path ranks with the same numbers, consumer/refresh_store.py).
 RANK_MODULUS = 2_147_483_647

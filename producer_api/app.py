@@ -12,7 +12,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from producer_api import async_requests, async_results
+from producer_api import async_requests, async_results, query
 from producer_api.access_log import AccessLogIds, scrub_access_log
 from producer_api.api_metrics import (
     BROKER_UNAVAILABLE,
@@ -24,6 +24,7 @@ from producer_api.api_metrics import (
 from producer_api.delivery import BrokerUnavailable, DeliveryUnconfirmed
 from producer_api.dispatch import publish_request
 from producer_api.errors import EXCEPTION_HANDLERS, error
+from producer_api.history import HISTORY_PATH, assessment_history
 from producer_api.http_tracing import tracing_middleware
 from producer_api.openapi import docs_routes
 from producer_api.replies import await_reply
@@ -85,6 +86,15 @@ async def refresh_assessments(request: Request) -> Response:
           a `Location` to poll, instead of waiting for the result.
         schema: {type: string}
         example: respond-async
+      - name: dry_run
+        in: query
+        required: false
+        description: >-
+          `true`: a preview. The answer is the report this refresh would give now
+          (`"dry_run": true`, each assessment `would_update` or `unchanged`), and
+          nothing is changed. Answered synchronously (`Prefer: respond-async` is
+          not applied). Anything but `true` or `false` is a 400.
+        schema: {type: boolean, default: false}
     requestBody:
       required: false
       content:
@@ -130,14 +140,15 @@ async def refresh_assessments(request: Request) -> Response:
         return client_went_away(request)
     try:
         ids = parse_assessment_ids(body, settings.max_assessment_ids)
+        dry_run = query.flag(request.query_params, "dry_run")
     except BadRequest as exc:
         return error(400, str(exc))
-    command = RefreshRequested(new_id(), company_id, ids)
+    command = RefreshRequested(new_id(), company_id, ids, dry_run=dry_run)
     # Every line logged for this request from here on carries its id, as the
     # consumer's lines for it do: one grep follows it end to end.
     request.state.request_id = command.request_id  # for uvicorn's access line (AccessLogIds)
     with bind(request_id=command.request_id, company_id=company_id):
-        if async_requests.wants_async(request):
+        if async_requests.wants_async(request) and not dry_run:  # a preview has no result to poll
             log.info("refresh request accepted (async) for %s", "all assessments" if ids is None else f"{len(ids)} id(s)")
             return await async_requests.accept(services, command)
         log.info("refresh request for %s", "all assessments" if ids is None else f"{len(ids)} id(s)")
@@ -181,7 +192,8 @@ async def call_consumer(services: Services, command: RefreshRequested) -> JSONRe
     body = reply.body
     if reply.result_location is not None:
         # A report too large for the reply topic: the consumer stored it, and said so.
-        stored = await run_in_threadpool(async_results.stored_result, services.engine, request_id, command.company_id)
+        read = async_results.stored_preview if command.dry_run else async_results.stored_result
+        stored = await run_in_threadpool(read, services.engine, request_id, command.company_id)
         if stored is None or stored.body is None:
             return error(502, "The consumer's stored result could not be read", request_id=request_id)
         body = stored.body
@@ -196,6 +208,9 @@ async def timed_out(services: Services, command: RefreshRequested, *, delivery_c
     a bound, the Location says the service never received it
     (async_results.unconfirmed_bound_s)."""
     request_id = command.request_id
+    if command.dry_run:
+        # A preview is stored nowhere: nothing to poll, and sending it again is harmless.
+        return error(504, "Timed out waiting for the preview; nothing was changed", request_id=request_id)
     location = status_location(request_id)
     try:
         await run_in_threadpool(async_results.record_accepted, services.engine, request_id, command.company_id,
@@ -248,6 +263,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/assessments/refresh-assessments", refresh_assessments, methods=["POST"]),
             Route(STATUS_PATH, async_requests.refresh_request_status, methods=["GET"]),
+            Route(HISTORY_PATH, assessment_history, methods=["GET"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             # With API_METRICS_PORT the lifespan serves /metrics there instead.

@@ -68,6 +68,13 @@ def stored_result(engine: Engine, request_id: str, company_id: int) -> StoredOut
     return None if result is None else StoredOutcome(result.status, result.reply)
 
 
+def stored_preview(engine: Engine, request_id: str, company_id: int) -> StoredOutcome | None:
+    """A preview's report, stored only when too large for the reply topic (its claim check)."""
+    with engine.connect() as conn:
+        body = inbox.preview_result(conn, request_id, company_id)
+    return None if body is None else StoredOutcome(200, body)
+
+
 def mark_unconfirmed(engine: Engine, request_id: str) -> None:
     """An accepted request's delivery was not confirmed (async mode's 504)."""
     with engine.begin() as conn:

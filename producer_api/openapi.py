@@ -86,6 +86,46 @@ SCHEMAS: dict[str, Any] = {
         {"error": {"type": "string"}, "request_id": REQUEST_ID,
          "location": {"type": "string", "description": "Where to poll for the result (as the `Location` header)."}},
     ),
+    "HistoryTrigger": closed_object(
+        ["type"],
+        {
+            "type": {"type": "string", "enum": ["request", "question.deleted"]},
+            "request_id": {"type": "string", "description": "The refresh request's id (`type: request`)."},
+            "event_id": {"type": "string", "description": "The bank's event id (`type: question.deleted`)."},
+            "qid": {**ID, "description": "The deleted question (`type: question.deleted`)."},
+            "replay": {"type": "boolean", "enum": [True], "description": "Present when a replay made the change."},
+        },
+        description="What caused the change, as the `assessment.refreshed` events say it.",
+    ),
+    "HistoryChange": closed_object(
+        ["section_idx", "question_idx", "old_qid", "new_qid", "old_version", "new_version", "kind", "trigger",
+         "changed_at"],
+        {
+            "section_idx": {"type": "integer", "minimum": 0, "description": "0-based section position."},
+            "question_idx": {"type": "integer", "minimum": 0, "description": "0-based position in the section."},
+            "old_qid": ID,
+            "new_qid": ID,
+            "old_version": {"type": "integer", "description": "The bank version the slot's snapshot had."},
+            "new_version": {"type": "integer", "description": "The bank version it got."},
+            "kind": {"type": "string", "enum": ["refreshed", "replaced"],
+                     "description": "`refreshed`: the same question's newer version; `replaced`: a deleted "
+                     "question swapped for an alternative."},
+            "trigger": {"$ref": "#/components/schemas/HistoryTrigger"},
+            "changed_at": {"type": "string", "format": "date-time"},
+        },
+    ),
+    "History": closed_object(
+        ["oid", "changes", "next_cursor"],
+        {
+            "oid": ID,
+            "changes": {"type": "array", "items": {"$ref": "#/components/schemas/HistoryChange"},
+                        "description": "Newest first."},
+            "next_cursor": {"type": "string", "nullable": True,
+                            "description": "Pass as `cursor` for the next page; null on the last page."},
+        },
+    ),
+    "TimedOutMaybePreview": {"oneOf": [{"$ref": "#/components/schemas/TimedOut"},
+                                       {"$ref": "#/components/schemas/ErrorWithRequestId"}]},
     "Health": closed_object(
         ["status", "version"],
         {
@@ -120,7 +160,7 @@ RESPONSES: dict[str, Any] = {
     },
     "BadRequest": _error_response(
         "The body is not a JSON object, names a field other than `assessment_ids` or a field twice, "
-        "`assessment_ids` is not a list, or not a list of integers."
+        "`assessment_ids` is not a list, or not a list of integers; or `dry_run` is neither `true` nor `false`."
     ),
     "Unauthorized": _error_response("Missing or unknown API key: `{\"error\": \"Invalid or missing API key\"}`."),
     "NotOwned": _error_response(
@@ -153,15 +193,20 @@ RESPONSES: dict[str, Any] = {
         "within BROKER_TIMEOUT_S (it may have been written). Poll `Location` "
         "(`GET /assessments/refresh-requests/{request_id}`): 202 while pending, the full report when done "
         "(a large refresh when its last chunk commits); 404 if a request whose delivery was not confirmed "
-        "brought no result within BROKER_TIMEOUT_S + REPLY_TIMEOUT_S of the 504.",
-        "TimedOut",
+        "brought no result within BROKER_TIMEOUT_S + REPLY_TIMEOUT_S of the 504. A preview (`dry_run=true`) "
+        "has no `Location`: it changed nothing and is stored nowhere; send it again.",
+        "TimedOutMaybePreview",
         headers={
             "Location": {
-                "description": "`/assessments/refresh-requests/{request_id}`",
-                "required": True,
+                "description": "`/assessments/refresh-requests/{request_id}`; always there but for a preview.",
+                "required": False,
                 "schema": {"type": "string"},
             },
         },
+    ),
+    "BadQuery": _error_response("A query parameter is malformed (`limit`, `since` or `cursor`)."),
+    "UnknownAssessment": _error_response(
+        "No such assessment for this API key's company (unknown and another company's look the same)."
     ),
     "UnknownRequest": _error_response(
         "No refresh request with this id for this API key's company, or (with `request_id`) one answered "

@@ -23,6 +23,9 @@ REFRESH_REQUEST = "refresh.request"
 QUESTION_DELETED = "question.deleted"
 QUESTION_UPSERTED = "question.upserted"
 REFRESH_CHUNK = "refresh.chunk"  # one chunk of a refresh job (consumer/jobs.py)
+# A preview's report too large for the reply topic (consumer/preview.py): never
+# a request's stored result, under a key no request id of ours can be.
+REFRESH_PREVIEW = "refresh.preview"
 # The status of a request or deletion whose refresh is a job still running:
 # its row is updated with the final result when the last chunk commits.
 IN_PROGRESS = 202
@@ -132,6 +135,32 @@ def refresh_result(conn: Connection, request_id: str, company_id: int) -> Stored
         {"id": request_id, "kind": REFRESH_REQUEST, "company": company_id},
     ).first()
     return None if row is None else StoredResult(row.status, row.reply, row.events, row.published)
+
+
+def preview_key(request_id: str) -> str:
+    return f"preview/{request_id}"
+
+
+def record_preview(conn: Connection, request_id: str, company_id: int, reply: dict[str, Any]) -> None:
+    """A preview's report, for the claim check. Published already (nothing to
+    re-send: a redelivered preview is previewed again and overwrites it), so
+    retention prunes it as any answered row."""
+    conn.execute(
+        text(
+            "INSERT INTO processed_messages (message_id, kind, company_id, status, reply, events, published) "
+            "VALUES (:id, :kind, :company, 200, CAST(:reply AS jsonb), '[]', true) "
+            "ON CONFLICT (message_id) DO UPDATE SET reply = EXCLUDED.reply, processed_at = now()"
+        ),
+        {"id": preview_key(request_id), "kind": REFRESH_PREVIEW, "company": company_id, "reply": json.dumps(reply)},
+    )
+
+
+def preview_result(conn: Connection, request_id: str, company_id: int) -> dict[str, Any] | None:
+    """A preview's stored report (claim check), if the consumer stored one."""
+    return conn.execute(
+        text("SELECT reply FROM processed_messages WHERE message_id = :id AND kind = :kind AND company_id = :company"),
+        {"id": preview_key(request_id), "kind": REFRESH_PREVIEW, "company": company_id},
+    ).scalar()
 
 
 def prune(conn: Connection, retention_s: float, batch: int) -> int:

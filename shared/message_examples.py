@@ -45,6 +45,8 @@ DETAIL: dict[str, Any] = {
 }
 RESULT = {"message": "Successfully refreshed 1 assessment", "company_id": 7, "assessments_updated": 1,
           "details": [DETAIL]}
+PREVIEW = {"message": "Dry run: would refresh 1 assessment; nothing changed", "company_id": 7,
+           "assessments_updated": 1, "details": [{**DETAIL, "status": "would_update"}], "dry_run": True}
 QUESTION = {"qid": 233, "company_id": None, "type": "coding", "skill": "rust", "difficulty": "hard",
             "content": {"text": "Implement an LRU cache", "score": 10, "time_limit_s": 1800}, "deleted": False}
 
@@ -76,6 +78,9 @@ def examples(settings: Settings) -> dict[str, list[Example]]:
             _example("everything", "Refresh every assessment of company 7",
                      RefreshRequested(REQUEST_ID, 7, None, requested_at=AT).to_json(),
                      record_headers(REQUEST_ID, reply_to=settings.reply_topic)),
+            _example("preview", "Preview the refresh of assessment 11 (dry run: nothing changes)",
+                     RefreshRequested(REQUEST_ID, 7, [11], requested_at=AT, dry_run=True).to_json(),
+                     record_headers(REQUEST_ID, reply_to=settings.reply_topic)),
         ],
         "refreshReply": [
             _example("refreshed", "The refresh of assessment 11", RefreshReply(REQUEST_ID, 200, RESULT).to_json(),
@@ -87,6 +92,8 @@ def examples(settings: Settings) -> dict[str, list[Example]]:
             _example("claimCheck", "A result too large for the reply topic: its summary, and where the whole is",
                      RefreshReply(REQUEST_ID, 200, summary, result_location=status_location(REQUEST_ID)).to_json(),
                      record_headers(REQUEST_ID)),
+            _example("preview", "The preview of assessment 11's refresh: what it would change",
+                     RefreshReply(REQUEST_ID, 200, PREVIEW).to_json(), record_headers(REQUEST_ID)),
         ],
         "questionDeleted": [
             _example("deleted", "The bank deleted question 150", deleted.to_json(), bank_headers),

@@ -88,8 +88,9 @@ RESULT_SCHEMAS: dict[str, Schema] = {
             "replacement_failures": {"type": "array", "items": ref("ReplacementFailure")},
             "status": {
                 "type": "string",
-                "enum": ["updated", "unchanged"],
-                "description": "`updated` if any change was applied, else `unchanged`.",
+                "enum": ["updated", "unchanged", "would_update"],
+                "description": "`updated` if any change was applied, else `unchanged`; a preview (`dry_run`) "
+                "says `would_update` where the refresh would change the assessment.",
             },
         },
     ),
@@ -100,6 +101,8 @@ RESULT_SCHEMAS: dict[str, Schema] = {
             "company_id": ID,
             "assessments_updated": {"type": "integer", "minimum": 0, "description": "Assessments processed (= len(details))."},
             "details": {"type": "array", "items": ref("AssessmentDetail"), "description": "Ordered by `oid`."},
+            "dry_run": {"type": "boolean", "enum": [True],
+                        "description": "Present in a preview only: nothing was changed."},
         },
     ),
     "Error": closed_object(["error"], {"error": {"type": "string"}}),
@@ -133,6 +136,10 @@ PAYLOAD_SCHEMAS: dict[str, Schema] = {
             "assessment_ids": {"type": ["array", "null"], "items": ID,
                                "description": "Duplicates are refreshed once; null or missing: every assessment."},
             "requested_at": {**_TIMESTAMP, "description": "When the API took the request (informational)."},
+            "dry_run": {"type": "boolean", "default": False,
+                        "description": "True: a preview. The reply is the report the refresh would give now "
+                        "(`dry_run: true`, statuses `would_update`/`unchanged`) and nothing is changed: no slot, "
+                        "no event, no stored result (a redelivery is previewed again). Sent only when true."},
         },
     },
     "RefreshReply": {

@@ -167,19 +167,25 @@ class RefreshRequested:
     assessment_ids: list[int] | None
     requested_at: str = field(default_factory=utc_now_iso)
     reply_to: str | None = None  # from the header: not part of the body
+    # A preview: answer what the refresh would do now, and change nothing
+    # (consumer/preview.py). On the wire only when true.
+    dry_run: bool = False
 
     # The body's fields; any other, or one given twice, is refused (UnexpectedFields),
     # as over REST: a misspelled "assessment_ids" must never mean "all".
-    FIELDS = frozenset({"schema_version", "request_id", "company_id", "assessment_ids", "requested_at"})
+    FIELDS = frozenset({"schema_version", "request_id", "company_id", "assessment_ids", "requested_at", "dry_run"})
 
     def to_json(self) -> bytes:
-        return encode({
+        payload: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "request_id": self.request_id,
             "company_id": self.company_id,
             "assessment_ids": self.assessment_ids,
             "requested_at": self.requested_at,
-        })
+        }
+        if self.dry_run:
+            payload["dry_run"] = True
+        return encode(payload)
 
     @classmethod
     def from_json(
@@ -195,6 +201,9 @@ class RefreshRequested:
         body_id = payload.get("request_id")
         if body_id is not None and not (isinstance(body_id, str) and body_id):
             raise MessageError("request_id must be a string")
+        dry_run = payload.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise MessageError("dry_run must be a boolean")
         request_id = correlation_id or body_id
         if not request_id:
             raise MessageError("request_id must be a string (or the record must carry a correlation_id header)")
@@ -204,6 +213,7 @@ class RefreshRequested:
             assessment_ids=ids,
             requested_at=str(payload.get("requested_at", "")),
             reply_to=reply_to,
+            dry_run=dry_run,
         )
 
     @classmethod

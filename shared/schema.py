@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     ForeignKeyConstraint,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -178,3 +179,24 @@ refresh_job_chunks = Table(
     Column("started_at", DateTime(timezone=True)),  # the chunk's transaction began
     Column("done_at", DateTime(timezone=True)),  # ... and was about to commit
 )
+
+# Each change a refresh made to a slot (migration 0009; shared/history.py):
+# written by a statement-level trigger on assessment_slots, one INSERT per
+# UPDATE statement, in the refresh's transaction.
+assessment_history = Table(
+    "assessment_history",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("oid", BigInteger, nullable=False),  # no foreign key: one check per row recorded (migration 0009)
+    Column("section_idx", SmallInteger, nullable=False),
+    Column("question_idx", SmallInteger, nullable=False),
+    Column("old_qid", BigInteger, nullable=False),
+    Column("new_qid", BigInteger, nullable=False),
+    Column("old_version", Integer, nullable=False),
+    Column("new_version", Integer, nullable=False),
+    Column("kind", Text, nullable=False),  # refreshed | replaced
+    Column("trigger", JSONB, nullable=False),  # as the refresh events' trigger
+    Column("changed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+Index("ix_assessment_history_oid_newest", assessment_history.c.oid, assessment_history.c.changed_at.desc(),
+      assessment_history.c.id.desc())

@@ -131,6 +131,9 @@ class Settings:
     prune_interval_s: float = setting(600.0, "how often each consumer (inbox) and API process (async requests) "
                                       "prunes; 0 never", rule.at_least(0))
     prune_batch_size: int = setting(1000, "rows per pruning transaction", rule.at_least(1))
+    history_retention_hours: float = setting(
+        0.0, "assessment history rows older than this are pruned, in PRUNE_BATCH_SIZE batches; 0 keeps them "
+        "forever", rule.at_least(0))
     api_metrics_host: str = setting("127.0.0.1", "the interface of the API's own metrics port", rule.not_empty)
     api_metrics_port: int = setting(
         0, "the API's `/metrics` on a port of its own, off the public one (0: on `API_PORT`; docker-compose.yml "

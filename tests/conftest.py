@@ -13,7 +13,7 @@ from shared.db import make_engine, migrate
 from shared.settings import Settings
 from tests.infra import chosen_broker, describe_broker, fresh_database, kafka_bootstrap_servers, postgres_server_url
 
-TABLES = "refresh_job_chunks, refresh_jobs, processed_messages, assessment_slots, assessment_sections, assessments, api_keys, questions, companies"
+TABLES = "assessment_history, refresh_job_chunks, refresh_jobs, processed_messages, assessment_slots, assessment_sections, assessments, api_keys, questions, companies"
 
 
 def pytest_report_header() -> str:

@@ -183,6 +183,7 @@ def refreshes_without_sql(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(refresh_handler, "lock_assessments", lock_assessments)
     monkeypatch.setattr(refresh_handler, "refresh_locked", refresh_locked)
+    monkeypatch.setattr(refresh_handler.history, "note_trigger", lambda *args, **kwargs: None)  # SQL too
 
 
 class World:
