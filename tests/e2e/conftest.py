@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import fcntl
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,3 +32,19 @@ def service(service_settings: Settings, log_dir: Path) -> Iterator[ServiceProces
     finally:
         api.stop()
         consumer.stop()
+
+
+# dev listens on fixed ports (Kafka's, the consumer's metrics, the README's
+# API port): two xdist workers must never run two devs at once.
+DEV_PORTS_LOCK = Path(tempfile.gettempdir()) / "assessment-refresh-dev-ports.lock"
+
+
+@pytest.fixture
+def dev_ports_lock() -> Iterator[None]:
+    """Held while a test that starts dev runs (a file lock: the workers are processes)."""
+    with open(DEV_PORTS_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

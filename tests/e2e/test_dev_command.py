@@ -31,8 +31,8 @@ from assessment_refresh.dev import DEMO_KEY
 from assessment_refresh.dev_settings import FILE_NAME, read
 from assessment_refresh.local_servers import free_port, port_outside_ephemeral_range
 
-# dev listens on fixed ports: these tests share one xdist worker.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dev-fixed-ports")]
+# dev listens on fixed ports: one test that starts it at a time (tests/e2e/conftest.py).
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dev_ports_lock")]
 
 # A cold Apache Kafka (format, JVM start) on a busy 2-core machine takes tens of seconds.
 READY_TIMEOUT_S = 240

@@ -35,8 +35,8 @@ from shared.settings import Settings
 from tests.e2e.test_dev_command import STOP_TIMEOUT_S, start_dev
 from tests.waiting import eventually
 
-# dev listens on fixed ports: these tests share one xdist worker.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("dev-fixed-ports")]
+# dev listens on fixed ports: one test that starts it at a time (tests/e2e/conftest.py).
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("dev_ports_lock")]
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"

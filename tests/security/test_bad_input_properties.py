@@ -38,8 +38,8 @@ from tests.security.conftest import PATH, record_status, state_digest
 from tests.security.oracle import INT64_MAX, INT64_MIN, UNAUTHORIZED, World, check, expect
 from tests.worlds import load, question
 
-# The last test checks that every property above ran: the module shares one xdist worker.
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("bad-input-properties")]
+# The last test checks that every property above ran: --dist loadfile keeps a module on one worker.
+pytestmark = pytest.mark.e2e
 
 ACME_KEY = "acme-prop-key-0123456789"
 REVOKED_KEY = "acme-revoked-key-0123456789"
