@@ -586,21 +586,37 @@ def committed_offsets(settings: Settings, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def group_state(settings: Settings) -> str:
-    """The live group's state as the broker reports it (STABLE, or not)."""
+def _describe_group(settings: Settings) -> Any:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
     future = admin.describe_consumer_groups([settings.consumer_group], request_timeout=5)[settings.consumer_group]
-    return str(future.result().state).rsplit(".", 1)[-1]
+    return future.result()
 
 
-def wait_group_change(settings: Settings, timeout: float = 15.0) -> float:
-    """After a member was started: wait for the rebalance its join starts
-    (the group leaves STABLE); returns the seconds waited."""
+def group_state(settings: Settings) -> str:
+    """The live group's state as the broker reports it (STABLE, or not)."""
+    return str(_describe_group(settings).state).rsplit(".", 1)[-1]
+
+
+def group_member_count(settings: Settings) -> int:
+    """How many members the broker counts in the live group."""
+    return len(_describe_group(settings).members)
+
+
+def wait_group_change(settings: Settings, members_before: int, timeout: float = 45.0) -> float:
+    """After a member was started: wait until the broker has seen its join,
+    that is the group counts more members than before, or is rebalancing;
+    returns the seconds waited. (The state alone is no evidence: with the
+    consumer protocol a join can leave STABLE for less time than one describe
+    takes, and a process started on a loaded machine takes seconds to join.)"""
     t0 = time.monotonic()
-    eventually(lambda: group_state(settings) != "STABLE", timeout=timeout, interval=0.02,
-               what="the group to start rebalancing")
+
+    def joined() -> bool:
+        described = _describe_group(settings)
+        return len(described.members) > members_before or str(described.state).rsplit(".", 1)[-1] != "STABLE"
+
+    eventually(joined, timeout=timeout, interval=0.05, what="the group to see the new member join")
     return time.monotonic() - t0
 
 

@@ -22,6 +22,7 @@ from tests.faults.harness import (
     committed_offsets,
     company_key,
     dead_letters,
+    group_member_count,
     locate_requests,
     logs_on_failure,
     max_wait,
@@ -132,8 +133,9 @@ def test_members_joining_and_leaving_answer_every_caller(
                             return
                         t0 = time.monotonic()
                         if action == "join":
+                            before = group_member_count(settings)
                             fleet.start(slot)
-                            wait_group_change(settings)
+                            wait_group_change(settings, before)
                         else:
                             departures.append((slot, *fleet.terminate(slot, bound=15)))
                         wait_group_stable(settings)
